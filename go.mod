@@ -1,0 +1,3 @@
+module github.com/asyncfn/asyncfn
+
+go 1.26.8

@@ -1,0 +1,170 @@
+package asyncfn
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Store keeps batches where every front end and worker sharing it can see them. It is the
+// contract every engine implements; package storetest turns each sentence below into tests.
+//
+// Times: every method that compares with the clock takes the caller's now, so that engines
+// agree with each other and tests control time. A batch whose ExpiresAt is not after now is
+// gone: no method returns or changes it, whether or not Sweep has removed it yet.
+//
+// Errors: methods return the sentinel errors named in their comments (compare with
+// errors.Is); an engine that cannot reach its backend returns an error wrapping
+// ErrUnavailable; after Close every method returns ErrClosed.
+type Store interface {
+	// Create stores b, which must be Queued with Key, Payload, Digest, Rows, MaxAttempts,
+	// CreatedAt and ExpiresAt set; b.CreatedAt is its now. If a live batch with b.Key exists, Create changes
+	// nothing and returns a copy of it with ErrDuplicate when its Digest equals b.Digest,
+	// or with ErrConflict when it does not. Creating the same key concurrently stores
+	// exactly one batch; every other caller gets ErrDuplicate or ErrConflict. A key whose
+	// batch has expired may be created again.
+	Create(ctx context.Context, b *Batch) (*Batch, error)
+
+	// Get returns a copy of the batch, Payload included only if withPayload is true, or
+	// ErrNotFound if there is none or it has expired at now.
+	Get(ctx context.Context, key Key, now time.Time, withPayload bool) (*Batch, error)
+
+	// Claim leases up to p.Limit batches of the functions in p.Functions (all functions
+	// if empty) to p.Owner until p.Now+p.Lease, oldest first, and returns them with their
+	// payloads. Claimable are Queued batches whose RunAfter is not after p.Now, and
+	// Running batches whose lease expired before p.Now (their worker is gone). Each claim
+	// sets State Running, Owner, LeaseUntil and StartedAt and adds one to Attempts. A
+	// Running batch with an expired lease that has no attempts left is not claimed but
+	// Failed with an Internal error that says the workers stopped before finishing it.
+	// Concurrent claims never return the same batch twice. No batch: an empty slice.
+	Claim(ctx context.Context, p ClaimParams) ([]*Batch, error)
+
+	// ClaimKey is Claim for one batch, for a worker told which batch to run (AWS Lambda's
+	// event). ErrNotFound if it does not exist or has expired; ErrNotClaimable if it is
+	// Running under a live lease, waiting for RunAfter, or finished. An expired lease with
+	// no attempts left fails the batch as Claim does and returns ErrNotClaimable.
+	ClaimKey(ctx context.Context, key Key, p ClaimParams) (*Batch, error)
+
+	// Extend moves the lease of a Running batch held by owner to until (a heartbeat).
+	// ErrLeaseLost if owner does not hold it, whether or not it has expired meanwhile.
+	Extend(ctx context.Context, key Key, owner string, until time.Time) error
+
+	// Finish ends owner's attempt on a Running batch as p says: Succeeded with p.Result,
+	// Failed with p.Error, or back to Queued with p.Error as the last error and RunAfter
+	// p.RunAfter (a retry; State Queued). ErrLeaseLost if owner does not hold the lease,
+	// in which case nothing changes.
+	Finish(ctx context.Context, key Key, owner string, p FinishParams) error
+
+	// MarkDelivered records that the final answer of a finished batch was served at now
+	// and brings its ExpiresAt forward to expiresAt if that is earlier (the grace period
+	// for a lost response). Only the first call changes anything; later calls and calls
+	// on unfinished batches are no-ops. ErrNotFound if the batch does not exist.
+	MarkDelivered(ctx context.Context, key Key, now, expiresAt time.Time) error
+
+	// Sweep deletes batches that expired at now, up to limit of them, and returns how many
+	// it deleted. Concurrent sweeps never fail because of each other.
+	Sweep(ctx context.Context, now time.Time, limit int) (int, error)
+
+	// Stats counts live batches by state.
+	Stats(ctx context.Context, now time.Time) (Stats, error)
+
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+
+	// Close releases the store's resources. It is safe to call more than once.
+	Close() error
+}
+
+// ClaimParams says who claims, for how long and what.
+type ClaimParams struct {
+	Owner     string
+	Now       time.Time
+	Lease     time.Duration
+	Limit     int
+	Functions []string
+}
+
+// FinishParams is the outcome of an attempt: exactly one of Result (success) or Error set;
+// Retry puts the batch back in the queue until RunAfter, with Error as its last error; Retry
+// without an Error hands back an attempt interrupted by shutdown, which then does not count.
+type FinishParams struct {
+	Now      time.Time
+	Result   []byte
+	Error    *Error
+	Retry    bool
+	RunAfter time.Time
+}
+
+// Stats are counts of live batches by state.
+type Stats struct {
+	Queued    int
+	Running   int
+	Succeeded int
+	Failed    int
+}
+
+// Event tells that a batch changed: Queued (new or retried: workers may claim it) or done
+// (Succeeded or Failed: a held poll may answer).
+type Event struct {
+	Key   Key
+	State State
+}
+
+// Notifier is implemented by stores shared by several processes that can tell each
+// process about the changes made by the others (PostgreSQL's LISTEN/NOTIFY). Stores used
+// by one process need not implement it: the service tells itself.
+type Notifier interface {
+	// Listen calls fn for every event published by any process, including this one,
+	// until ctx is done or the connection fails, and returns the reason. Events may be
+	// lost or repeated; listeners must re-read the store. fn must not block.
+	Listen(ctx context.Context, fn func(Event)) error
+}
+
+// Add counts n batches in state s.
+func (st *Stats) Add(s State, n int) {
+	switch s {
+	case Queued:
+		st.Queued += n
+	case Running:
+		st.Running += n
+	case Succeeded:
+		st.Succeeded += n
+	case Failed:
+		st.Failed += n
+	}
+}
+
+// AbandonedError is the error of a batch whose lease expired with no attempts left: its
+// workers stopped (crashed, were killed, or lost the store) before finishing it.
+func AbandonedError(attempts int) *Error {
+	return &Error{Kind: Internal, Message: fmt.Sprintf(
+		"the batch was given up after %d attempts: each time, the worker running it stopped (crashed or was killed) before finishing it.", attempts)}
+}
+
+// Finished returns a copy of the Running batch b as Finish with p leaves it, so that
+// every engine applies the same rules.
+func Finished(b *Batch, p FinishParams) *Batch {
+	next := *b
+	next.Owner = ""
+	next.LeaseUntil = time.Time{}
+	switch {
+	case p.Retry:
+		next.State = Queued
+		next.RunAfter = p.RunAfter
+		if p.Error == nil {
+			next.Attempts-- // interrupted by shutdown: the attempt does not count
+		} else {
+			next.Error = p.Error
+		}
+	case p.Error != nil:
+		next.State = Failed
+		next.Error = p.Error
+		next.FinishedAt = p.Now
+	default:
+		next.State = Succeeded
+		next.Result = p.Result
+		next.Error = nil
+		next.FinishedAt = p.Now
+	}
+	return &next
+}
