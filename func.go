@@ -156,3 +156,15 @@ func (r *Registry) Names() []string {
 	sort.Strings(names)
 	return names
 }
+
+// Echo is a function that returns each row's first argument as it came (NULL for a row
+// without arguments): for tests, benchmarks and checking a deployment end to end.
+var Echo Func = FuncOf(func(ctx context.Context, rows []Row) ([]any, error) {
+	out := make([]any, len(rows))
+	for i, r := range rows {
+		if len(r.Args) > 0 {
+			out[i] = r.Args[0]
+		}
+	}
+	return out, nil
+})

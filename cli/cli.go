@@ -1,0 +1,289 @@
+// Package cli is the command line of asyncfn's server processes (serve, worker, migrate),
+// parameterised by the functions to serve, so that a Go user's own binary with their own
+// functions gets the same commands and flags as asyncfn itself:
+//
+//	func main() {
+//		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//		defer stop()
+//		if err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, myFunctions...); err != nil {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//	}
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	asyncfnhttp "github.com/asyncfn/asyncfn/http"
+)
+
+// Commands lists the commands Main runs, for usage texts.
+const Commands = `  serve    run the service: HTTP front end and workers (the default)
+  worker   run workers only, on a store shared with front ends
+  migrate  create or upgrade the store's schema, then exit`
+
+// Main runs the server command named by args[0] (serve when args is empty) with the given
+// functions. It returns when ctx is done (after a graceful shutdown) or on error;
+// flag.ErrHelp when help was asked for.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions ...asyncfn.Function) error {
+	cmd, rest := "serve", args
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, rest = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, getenv, stdout, stderr, functions)
+	case "worker":
+		return worker(ctx, rest, getenv, stdout, stderr, functions)
+	case "migrate":
+		return migrate(ctx, rest, getenv, stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q; the commands are:\n%s", cmd, Commands)
+}
+
+// common are the flags of every process that opens the store and runs workers.
+type common struct {
+	store           string
+	workers         int
+	lease           time.Duration
+	shutdownTimeout time.Duration
+	sweepInterval   time.Duration
+	timeout         time.Duration
+	attempts        int
+	backoff         time.Duration
+	log             logFlags
+}
+
+func (c *common) register(fs *flag.FlagSet, workersDefault int) {
+	fs.StringVar(&c.store, "store", "asyncfn.db", storeHelp)
+	fs.IntVar(&c.workers, "workers", workersDefault, "batches run at once by this process's workers (0: none, a front end only)")
+	fs.DurationVar(&c.lease, "lease", 30*time.Second, "how long a worker's claim on a batch lasts without a heartbeat; a dead worker's batch is retried after it")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown waits for running batches before handing them back to the queue")
+	fs.DurationVar(&c.sweepInterval, "sweep-interval", time.Minute, "how often expired batches are deleted")
+	fs.DurationVar(&c.timeout, "function-timeout", asyncfn.DefaultTimeout, "how long one attempt of a function may run, for functions that do not set their own")
+	fs.IntVar(&c.attempts, "max-attempts", asyncfn.DefaultMaxAttempts, "attempts per batch (retryable errors and dead workers count), for functions that do not set their own")
+	fs.DurationVar(&c.backoff, "backoff", asyncfn.DefaultBackoff, "delay before a batch's first retry, doubled for each later one, for functions that do not set their own")
+	c.log.register(fs)
+}
+
+// registry builds the registry, filling settings the functions leave unset from flags.
+func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, error) {
+	switch {
+	case c.timeout <= 0:
+		return nil, errors.New("--function-timeout must be positive")
+	case c.attempts <= 0:
+		return nil, errors.New("--max-attempts must be positive")
+	case c.backoff <= 0:
+		return nil, errors.New("--backoff must be positive")
+	case c.workers < 0:
+		return nil, errors.New("--workers must not be negative")
+	}
+	fns := make([]asyncfn.Function, len(functions))
+	for i, f := range functions {
+		if f.Timeout == 0 {
+			f.Timeout = c.timeout
+		}
+		if f.MaxAttempts == 0 {
+			f.MaxAttempts = c.attempts
+		}
+		if f.Backoff == 0 {
+			f.Backoff = c.backoff
+		}
+		fns[i] = f
+	}
+	return asyncfn.NewRegistry(fns...)
+}
+
+// background are the loops a process runs beside its HTTP server, in start order.
+type background struct {
+	relay   *asyncfn.Relay
+	pool    *asyncfn.Pool // nil without workers
+	sweeper *asyncfn.Sweeper
+}
+
+func (c *common) startBackground(ctx context.Context, store asyncfn.Store, reg *asyncfn.Registry, hub *asyncfn.Hub, logger *slog.Logger) (*background, error) {
+	bg := &background{
+		relay:   &asyncfn.Relay{Store: store, Hub: hub, Logger: logger},
+		sweeper: asyncfn.NewSweeper(store, logger, c.sweepInterval),
+	}
+	if c.sweepInterval <= 0 {
+		return nil, errors.New("--sweep-interval must be positive")
+	}
+	if c.workers > 0 {
+		cfg := asyncfn.DefaultPoolConfig()
+		cfg.Concurrency, cfg.Lease, cfg.ShutdownTimeout = c.workers, c.lease, c.shutdownTimeout
+		pool, err := asyncfn.NewPool(store, reg, hub, logger, cfg)
+		if err != nil {
+			return nil, err
+		}
+		bg.pool = pool
+	}
+	bg.relay.Start(ctx)
+	if bg.pool != nil {
+		bg.pool.Start(ctx)
+	}
+	bg.sweeper.Start(ctx)
+	return bg, nil
+}
+
+// stop stops the loops: workers first (they finish or hand back their batches while the
+// store is still open), then the sweeper and the relay.
+func (bg *background) stop() {
+	if bg.pool != nil {
+		bg.pool.Stop()
+	}
+	bg.sweeper.Stop()
+	bg.relay.Stop()
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions []asyncfn.Function) error {
+	fs := newFlagSet("serve", "Runs the asynchronous remote service: the HTTP front end that Snowflake calls, and workers.", stderr)
+	var c common
+	c.register(fs, asyncfn.DefaultPoolConfig().Concurrency)
+	svcCfg := asyncfn.DefaultServiceConfig()
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
+	maxBody := fs.Int64("max-body-bytes", asyncfnhttp.DefaultMaxBodyBytes, "largest request body accepted, after decompression")
+	fs.DurationVar(&svcCfg.SyncWait, "sync-wait", svcCfg.SyncWait, "how long a POST waits for its batch to finish and answer 200 at once (0: answer 202 at once)")
+	fs.DurationVar(&svcCfg.PollWait, "poll-wait", svcCfg.PollWait, "how long a GET of an unfinished batch is held open before answering 202 (0: at once); keep below the proxy's timeout")
+	fs.IntVar(&svcCfg.MaxQueued, "max-queued", svcCfg.MaxQueued, "queued batches past which a POST of a new batch is answered 429")
+	fs.DurationVar(&svcCfg.Retention, "retention", svcCfg.Retention, "how long a batch whose answer is never collected is kept")
+	fs.DurationVar(&svcCfg.Grace, "grace", svcCfg.Grace, "how long an answer is kept after it was first served, for a retried GET")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	logger, err := c.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg, err := c.registry(functions)
+	if err != nil {
+		return err
+	}
+	if err := svcCfg.Validate(); err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	store, err := openStore(ctx, c.store)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	hub := asyncfn.NewHub()
+	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
+	if err != nil {
+		return err
+	}
+	handler := asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody})
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", *addr, err)
+	}
+	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer bg.stop()
+	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %d workers)\n", asyncfnhttp.Routes(reg), ln.Addr(), c.store, c.workers)
+	return serveHTTP(ctx, ln, handler, svcCfg.PollWait, logger)
+}
+
+// serveHTTP serves until ctx is done, then shuts down: it stops accepting connections,
+// answers held polls at once (202: Snowflake polls again, elsewhere or after the restart)
+// and waits for requests in flight.
+func serveHTTP(ctx context.Context, ln net.Listener, handler http.Handler, pollWait time.Duration, logger *slog.Logger) error {
+	requests, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      pollWait + 2*time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return requests },
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	cancelRequests()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down the HTTP server: %w", err)
+	}
+	return nil
+}
+
+func worker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions []asyncfn.Function) error {
+	fs := newFlagSet("worker", "Runs workers only, on a store shared with front ends (asyncfn serve --workers 0).", stderr)
+	var c common
+	c.register(fs, asyncfn.DefaultPoolConfig().Concurrency)
+	addr := fs.String("addr", "", "address for /healthz and /readyz (empty: no HTTP at all)")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	logger, err := c.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if c.workers <= 0 {
+		return errors.New("--workers must be positive for a worker process")
+	}
+	reg, err := c.registry(functions)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, c.store)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	hub := asyncfn.NewHub()
+	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	if err != nil {
+		return err
+	}
+	defer bg.stop()
+	if *addr == "" {
+		fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once)\n", asyncfnhttp.Routes(reg), c.store, c.workers)
+		<-ctx.Done()
+		logger.Info("shutting down")
+		return nil
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", *addr, err)
+	}
+	fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once), health on http://%s\n", asyncfnhttp.Routes(reg), c.store, c.workers, ln.Addr())
+	return serveHTTP(ctx, ln, asyncfnhttp.HealthHandler(store, logger), 0, logger)
+}
+
+func migrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("migrate", "Creates or upgrades the store's schema, then exits (serve and worker also do it at start).", stderr)
+	spec := fs.String("store", "asyncfn.db", storeHelp)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	store, err := openStore(ctx, *spec)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "asyncfn: the store %s is ready\n", *spec)
+	return store.Close()
+}

@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/memory"
+	"github.com/asyncfn/asyncfn/sqlite"
+)
+
+// storeHelp documents the --store values.
+const storeHelp = "where batches are kept: a file path or sqlite:PATH (embedded SQLite), or memory (lost at exit)"
+
+// openStore opens the store a --store value names.
+func openStore(ctx context.Context, spec string) (asyncfn.Store, error) {
+	switch {
+	case spec == "memory":
+		return memory.New(), nil
+	case strings.HasPrefix(spec, "sqlite:"):
+		return sqlite.Open(strings.TrimPrefix(spec, "sqlite:"))
+	case strings.Contains(spec, "://"):
+		return nil, fmt.Errorf("--store %q: unknown kind of store; use a file path, sqlite:PATH or memory", spec)
+	case spec == "":
+		return nil, fmt.Errorf("--store is empty; use a file path, sqlite:PATH or memory")
+	}
+	return sqlite.Open(spec)
+}

@@ -1,0 +1,63 @@
+// Command asyncfn is an asynchronous remote service for Snowflake external functions, and
+// a client that calls such services as Snowflake does. main only wires: the server
+// commands are package cli, the functions are their own packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "asyncfn:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `Usage: asyncfn <command> [flags]   (asyncfn <command> --help for its flags)
+
+Commands:
+` + cli.Commands + `
+  call     call an external-function service as Snowflake does, and print the rows
+  bench    load an external-function service as Snowflake does, and report its speed
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "call":
+		return runCall(ctx, args[1:], getenv, stdin, stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], getenv, stdin, stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return cli.Main(ctx, args, getenv, stdout, stderr, functions()...)
+}
+
+// functions are the functions asyncfn serves.
+func functions() []asyncfn.Function {
+	return []asyncfn.Function{
+		{Name: "echo", Func: asyncfn.Echo},
+	}
+}

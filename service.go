@@ -1,0 +1,250 @@
+package asyncfn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// ErrOverloaded: too many batches are queued; the front end answers 429 so that Snowflake
+// slows down and retries.
+var ErrOverloaded = errors.New("asyncfn: too many batches queued")
+
+// ErrUnknownFunction: no function is registered at the route.
+var ErrUnknownFunction = errors.New("asyncfn: unknown function")
+
+// ServiceConfig tunes the front end. DefaultServiceConfig gives the defaults.
+type ServiceConfig struct {
+	// Retention is how long a batch lives if its answer is never collected. Default 12h,
+	// as Snowflake recommends for asynchronous state.
+	Retention time.Duration
+	// Grace is how long an answer stays after it was first served, for a GET retried
+	// after a lost response. Default 10m.
+	Grace time.Duration
+	// SyncWait is how long a POST waits for its batch to finish and answer 200 at once.
+	// 0 answers 202 at once. Default 1s.
+	SyncWait time.Duration
+	// PollWait is how long a GET of an unfinished batch is held open (long-poll) before
+	// answering 202; keep it below the proxy's timeout (29 s on API Gateway). 0 answers at
+	// once. Default 10s.
+	PollWait time.Duration
+	// MaxQueued is the number of queued batches past which new POSTs are answered 429.
+	// Default 1000.
+	MaxQueued int
+	// Recheck is how often a held request re-reads the store in case a finish event was
+	// missed (another process on a store that does not notify). Default 1s.
+	Recheck time.Duration
+}
+
+// DefaultServiceConfig returns the documented defaults.
+func DefaultServiceConfig() ServiceConfig {
+	return ServiceConfig{
+		Retention: 12 * time.Hour,
+		Grace:     10 * time.Minute,
+		SyncWait:  time.Second,
+		PollWait:  10 * time.Second,
+		MaxQueued: 1000,
+		Recheck:   time.Second,
+	}
+}
+
+// Validate returns an error naming the first bad field.
+func (c ServiceConfig) Validate() error {
+	switch {
+	case c.Retention <= 0:
+		return errors.New("retention must be positive")
+	case c.Grace <= 0:
+		return errors.New("grace must be positive")
+	case c.SyncWait < 0:
+		return errors.New("sync-wait must not be negative")
+	case c.PollWait < 0:
+		return errors.New("poll-wait must not be negative")
+	case c.MaxQueued <= 0:
+		return errors.New("max-queued must be positive")
+	case c.Recheck <= 0:
+		return errors.New("recheck must be positive")
+	}
+	return nil
+}
+
+// Service is the front end: it accepts batches and answers polls. It keeps no state of
+// its own beyond caches: any number of services may share a store.
+type Service struct {
+	store    Store
+	registry *Registry
+	hub      *Hub
+	logger   *slog.Logger
+	cfg      ServiceConfig
+	now      func() time.Time
+
+	depthMu     sync.Mutex
+	depth       int
+	depthAt     time.Time
+	depthFilled bool
+}
+
+// NewService returns a front end over store for the functions in registry. hub carries
+// events to and from workers in the same process.
+func NewService(store Store, registry *Registry, hub *Hub, logger *slog.Logger, cfg ServiceConfig) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Service{store: store, registry: registry, hub: hub, logger: logger, cfg: cfg, now: time.Now}, nil
+}
+
+// Registry returns the functions the service answers for.
+func (s *Service) Registry() *Registry { return s.registry }
+
+// Store returns the service's store.
+func (s *Service) Store() Store { return s.store }
+
+// Request is a POSTed batch, decoded and validated by the transport.
+type Request struct {
+	Key     Key
+	QueryID string
+	Payload []byte
+	Rows    int
+}
+
+// Admit decides before the body is read whether a POST for key may go on. Under overload
+// it returns ErrOverloaded, unless the batch already exists (a retried POST is answered
+// from its stored state).
+func (s *Service) Admit(ctx context.Context, key Key) error {
+	if _, ok := s.registry.Lookup(key.Function); !ok {
+		return ErrUnknownFunction
+	}
+	depth, err := s.queueDepth(ctx)
+	if err != nil || depth < s.cfg.MaxQueued {
+		return err
+	}
+	if _, err := s.store.Get(ctx, key, s.now(), false); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return ErrOverloaded
+}
+
+// Accept stores a batch and hands it to the workers, or finds the one stored under its key.
+// It waits up to SyncWait for the batch to finish, and returns its state without the
+// payload. A batch id reused with another body returns ErrConflict.
+func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
+	fn, ok := s.registry.Lookup(r.Key.Function)
+	if !ok {
+		return nil, ErrUnknownFunction
+	}
+	now := s.now()
+	b := &Batch{
+		Key:         r.Key,
+		QueryID:     r.QueryID,
+		State:       Queued,
+		Payload:     r.Payload,
+		Digest:      Digest(r.Payload),
+		Rows:        r.Rows,
+		MaxAttempts: fn.MaxAttempts,
+		CreatedAt:   now,
+		ExpiresAt:   now.Add(s.cfg.Retention),
+	}
+	log := s.logger.With("function", r.Key.Function, "batch_id", r.Key.BatchID, "query_id", r.QueryID)
+	old, err := s.store.Create(ctx, b)
+	switch {
+	case err == nil:
+		s.bumpDepth()
+		s.hub.Publish(Event{Key: r.Key, State: Queued})
+		log.Info("batch accepted", "rows", r.Rows, "bytes", len(r.Payload))
+	case errors.Is(err, ErrDuplicate):
+		log.Info("batch already accepted; answering from its state", "state", old.State)
+		if old.State.Done() {
+			return s.delivered(ctx, old), nil
+		}
+	case errors.Is(err, ErrConflict):
+		log.Warn("batch id reused with a different body")
+		return nil, err
+	default:
+		return nil, err
+	}
+	return s.wait(ctx, r.Key, s.cfg.SyncWait)
+}
+
+// Poll returns the state of a batch without its payload, holding the call up to PollWait
+// while it is unfinished. ErrNotFound if the batch is unknown or expired.
+func (s *Service) Poll(ctx context.Context, key Key) (*Batch, error) {
+	if _, ok := s.registry.Lookup(key.Function); !ok {
+		return nil, ErrUnknownFunction
+	}
+	return s.wait(ctx, key, s.cfg.PollWait)
+}
+
+// wait returns the batch once it is done, or its state after d.
+func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, error) {
+	var done <-chan struct{}
+	if d > 0 {
+		c, unsubscribe := s.hub.WaitDone(key)
+		defer unsubscribe()
+		done = c
+	}
+	b, err := s.store.Get(ctx, key, s.now(), false)
+	if err != nil || b.State.Done() || d <= 0 {
+		return s.delivered(ctx, b), err
+	}
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	recheck := time.NewTicker(s.cfg.Recheck)
+	defer recheck.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return b, nil
+		case <-timeout.C:
+			return b, nil
+		case <-done:
+			done = nil // closed: read once more, then rely on the timer and rechecks
+		case <-recheck.C:
+		}
+		b, err = s.store.Get(ctx, key, s.now(), false)
+		if err != nil || b.State.Done() {
+			return s.delivered(ctx, b), err
+		}
+	}
+}
+
+// delivered records the first time a finished batch's answer goes out, which starts its
+// grace period. A failure to record it only delays the cleanup, so it is logged, not
+// returned.
+func (s *Service) delivered(ctx context.Context, b *Batch) *Batch {
+	if b == nil || !b.State.Done() || !b.DeliveredAt.IsZero() {
+		return b
+	}
+	now := s.now()
+	if err := s.store.MarkDelivered(ctx, b.Key, now, now.Add(s.cfg.Grace)); err != nil && !errors.Is(err, ErrNotFound) {
+		s.logger.Warn("could not record the delivery of a batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
+	}
+	return b
+}
+
+// queueDepth returns the number of queued batches, read from the store at most every
+// 100 ms: a fresh count per POST would cost a query on the hot path.
+func (s *Service) queueDepth(ctx context.Context) (int, error) {
+	s.depthMu.Lock()
+	defer s.depthMu.Unlock()
+	if s.depthFilled && time.Since(s.depthAt) < 100*time.Millisecond {
+		return s.depth, nil
+	}
+	st, err := s.store.Stats(ctx, s.now())
+	if err != nil {
+		return 0, fmt.Errorf("counting queued batches: %w", err)
+	}
+	s.depth, s.depthAt, s.depthFilled = st.Queued, time.Now(), true
+	return s.depth, nil
+}
+
+// bumpDepth counts a batch this process queued, so that a burst between two reads of the
+// store is still held back.
+func (s *Service) bumpDepth() {
+	s.depthMu.Lock()
+	s.depth++
+	s.depthMu.Unlock()
+}

@@ -1,0 +1,465 @@
+// Package sqlite is the default asyncfn.Store: one SQLite file on local disk, through the
+// pure-Go driver modernc.org/sqlite (no cgo). It is durable across crashes of the process
+// and serves one process: several front ends or workers on one store need PostgreSQL.
+//
+// The file runs in WAL mode with synchronous=NORMAL: a transaction is durable once
+// committed as far as a crash of the process goes (kill -9 loses nothing); only a power
+// loss or OS crash can lose the last transactions. All writes go through one connection,
+// in order, so writers never wait on SQLite's busy lock; reads use a pool of their own and
+// never wait for writes.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Store is an asyncfn.Store in a SQLite file.
+type Store struct {
+	write  *sql.DB // one connection: SQLite has one writer at a time anyway
+	read   *sql.DB
+	lock   *os.File
+	closed atomic.Bool
+}
+
+var _ asyncfn.Store = (*Store)(nil)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS batches (
+	function      TEXT    NOT NULL,
+	batch_id      TEXT    NOT NULL,
+	query_id      TEXT    NOT NULL,
+	state         TEXT    NOT NULL,
+	payload       BLOB,
+	digest        TEXT    NOT NULL,
+	rows          INTEGER NOT NULL,
+	result        BLOB,
+	error_kind    TEXT    NOT NULL DEFAULT '',
+	error_message TEXT    NOT NULL DEFAULT '',
+	attempts      INTEGER NOT NULL DEFAULT 0,
+	max_attempts  INTEGER NOT NULL,
+	owner         TEXT    NOT NULL DEFAULT '',
+	lease_until   INTEGER NOT NULL DEFAULT 0,
+	run_after     INTEGER NOT NULL DEFAULT 0,
+	created_at    INTEGER NOT NULL,
+	started_at    INTEGER NOT NULL DEFAULT 0,
+	finished_at   INTEGER NOT NULL DEFAULT 0,
+	delivered_at  INTEGER NOT NULL DEFAULT 0,
+	expires_at    INTEGER NOT NULL,
+	PRIMARY KEY (function, batch_id)
+);
+-- Claims and Stats look at few states; the sweeper at expiry times.
+CREATE INDEX IF NOT EXISTS batches_state ON batches (state, created_at);
+CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at);
+`
+
+// Open opens (creating if needed) the store in the file at path. It takes an exclusive
+// lock on the file for the life of the process, and expires the leases left by a previous
+// process, whose batches are then claimed again at once (their attempts stay counted).
+func Open(path string) (*Store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("sqlite store: %w", err)
+		}
+	}
+	lock, err := lockFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)"
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(true)")
+	if err != nil {
+		write.Close()
+		lock.Close()
+		return nil, err
+	}
+	read.SetMaxOpenConns(8)
+	s := &Store{write: write, read: read, lock: lock}
+	ctx := context.Background()
+	if _, err := write.ExecContext(ctx, schema); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s: creating the schema: %w", path, err)
+	}
+	if _, err := write.ExecContext(ctx, `UPDATE batches SET lease_until = 0 WHERE state = 'running'`); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s: expiring old leases: %w", path, err)
+	}
+	return s, nil
+}
+
+// columns are read by scan in this order.
+const columns = `function, batch_id, query_id, state, digest, rows, result, error_kind, error_message,
+	attempts, max_attempts, owner, lease_until, run_after, created_at, started_at, finished_at,
+	delivered_at, expires_at`
+
+func scan(row interface{ Scan(...any) error }, withPayload bool) (*asyncfn.Batch, error) {
+	var b asyncfn.Batch
+	var kind, msg string
+	var lease, runAfter, created, started, finished, delivered, expires int64
+	dest := []any{&b.Key.Function, &b.Key.BatchID, &b.QueryID, &b.State, &b.Digest, &b.Rows, &b.Result,
+		&kind, &msg, &b.Attempts, &b.MaxAttempts, &b.Owner, &lease, &runAfter, &created, &started,
+		&finished, &delivered, &expires}
+	if withPayload {
+		dest = append(dest, &b.Payload)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	if kind != "" {
+		b.Error = &asyncfn.Error{Kind: asyncfn.ErrorKind(kind), Message: msg}
+	}
+	b.LeaseUntil, b.RunAfter, b.CreatedAt = fromNanos(lease), fromNanos(runAfter), fromNanos(created)
+	b.StartedAt, b.FinishedAt, b.DeliveredAt, b.ExpiresAt = fromNanos(started), fromNanos(finished), fromNanos(delivered), fromNanos(expires)
+	return &b, nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func errorColumns(e *asyncfn.Error) (kind, msg string) {
+	if e == nil {
+		return "", ""
+	}
+	return string(e.Kind), e.Message
+}
+
+// translate turns driver errors into the contract's.
+func (s *Store) translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case s.closed.Load():
+		return asyncfn.ErrClosed
+	case errors.Is(err, sql.ErrNoRows):
+		return asyncfn.ErrNotFound
+	}
+	return fmt.Errorf("sqlite store: %w", err)
+}
+
+// tx runs fn in a write transaction.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return s.translate(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return s.translate(tx.Commit())
+}
+
+func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
+	var old *asyncfn.Batch
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
+			WHERE function = ? AND batch_id = ? AND expires_at > ?`, b.Key.Function, b.Key.BatchID, nanos(b.CreatedAt)), false)
+		switch {
+		case err == nil:
+			old = existing
+			if existing.Digest == b.Digest {
+				return asyncfn.ErrDuplicate
+			}
+			return asyncfn.ErrConflict
+		case !errors.Is(err, sql.ErrNoRows):
+			return s.translate(err)
+		}
+		kind, msg := errorColumns(b.Error)
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
+			payload, digest, rows, error_kind, error_message, attempts, max_attempts, run_after, created_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Payload, b.Digest, b.Rows, kind, msg,
+			b.Attempts, b.MaxAttempts, nanos(b.RunAfter), nanos(b.CreatedAt), nanos(b.ExpiresAt))
+		return s.translate(err)
+	})
+	return old, err
+}
+
+func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
+	if s.closed.Load() {
+		return nil, asyncfn.ErrClosed
+	}
+	cols := columns
+	if withPayload {
+		cols += ", payload"
+	}
+	b, err := scan(s.read.QueryRowContext(ctx, `SELECT `+cols+` FROM batches
+		WHERE function = ? AND batch_id = ? AND expires_at > ?`, key.Function, key.BatchID, nanos(now)), withPayload)
+	return b, s.translate(err)
+}
+
+// failAbandoned fails the running batches matching where (with args) whose lease expired
+// at now with no attempts left.
+func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, where string, args ...any) error {
+	rows, err := tx.QueryContext(ctx, `SELECT function, batch_id, attempts FROM batches
+		WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND expires_at > ? AND `+where,
+		append([]any{nanos(now), nanos(now)}, args...)...)
+	if err != nil {
+		return s.translate(err)
+	}
+	type abandoned struct {
+		key      asyncfn.Key
+		attempts int
+	}
+	var found []abandoned
+	for rows.Next() {
+		var a abandoned
+		if err := rows.Scan(&a.key.Function, &a.key.BatchID, &a.attempts); err != nil {
+			rows.Close()
+			return s.translate(err)
+		}
+		found = append(found, a)
+	}
+	if err := rows.Close(); err != nil {
+		return s.translate(err)
+	}
+	for _, a := range found {
+		e := asyncfn.AbandonedError(a.attempts)
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET state = 'failed', error_kind = ?, error_message = ?,
+			owner = '', lease_until = 0, finished_at = ? WHERE function = ? AND batch_id = ?`,
+			e.Kind, e.Message, nanos(now), a.key.Function, a.key.BatchID); err != nil {
+			return s.translate(err)
+		}
+	}
+	return nil
+}
+
+// claimable is the condition on a claimable batch; its arguments are now, now, now.
+const claimable = `expires_at > ? AND ((state = 'queued' AND run_after <= ?)
+	OR (state = 'running' AND lease_until < ? AND attempts < max_attempts))`
+
+// lease claims the batches matching where (with args) up to limit, oldest first.
+func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, where string, args ...any) ([]*asyncfn.Batch, error) {
+	now := nanos(p.Now)
+	rows, err := tx.QueryContext(ctx, `UPDATE batches SET state = 'running', owner = ?, lease_until = ?,
+		started_at = ?, attempts = attempts + 1
+		WHERE rowid IN (SELECT rowid FROM batches WHERE `+claimable+` AND `+where+`
+			ORDER BY created_at LIMIT ?)
+		RETURNING `+columns+`, payload`,
+		append(append([]any{p.Owner, nanos(p.Now.Add(p.Lease)), now, now, now, now}, args...), p.Limit)...)
+	if err != nil {
+		return nil, s.translate(err)
+	}
+	defer rows.Close()
+	var out []*asyncfn.Batch
+	for rows.Next() {
+		b, err := scan(rows, true)
+		if err != nil {
+			return nil, s.translate(err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.translate(err)
+	}
+	// RETURNING does not keep the subquery's order.
+	slices.SortStableFunc(out, func(a, b *asyncfn.Batch) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
+}
+
+func functionsFilter(fns []string) (string, []any) {
+	if len(fns) == 0 {
+		return "1 = 1", nil
+	}
+	args := make([]any, len(fns))
+	for i, f := range fns {
+		args[i] = f
+	}
+	return "function IN (?" + strings.Repeat(", ?", len(fns)-1) + ")", args
+}
+
+func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Batch, error) {
+	var out []*asyncfn.Batch
+	where, args := functionsFilter(p.Functions)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.failAbandoned(ctx, tx, p.Now, where, args...); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.lease(ctx, tx, p, where, args...)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParams) (*asyncfn.Batch, error) {
+	var out *asyncfn.Batch
+	var notClaimable error // returned after the commit, which keeps an abandoned batch's failure
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		where, args := "function = ? AND batch_id = ?", []any{key.Function, key.BatchID}
+		if err := s.failAbandoned(ctx, tx, p.Now, where, args...); err != nil {
+			return err
+		}
+		p.Limit = 1
+		got, err := s.lease(ctx, tx, p, where, args...)
+		if err != nil {
+			return err
+		}
+		if len(got) == 1 {
+			out = got[0]
+			return nil
+		}
+		var n int
+		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE function = ? AND batch_id = ? AND expires_at > ?`,
+			key.Function, key.BatchID, nanos(p.Now)).Scan(&n)
+		switch {
+		case err != nil:
+			return s.translate(err)
+		case n == 0:
+			notClaimable = asyncfn.ErrNotFound
+		default:
+			notClaimable = asyncfn.ErrNotClaimable
+		}
+		return nil
+	})
+	if err == nil {
+		err = notClaimable
+	}
+	return out, err
+}
+
+func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE batches SET lease_until = ?
+			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`,
+			nanos(until), key.Function, key.BatchID, owner)
+		return s.affectedOne(res, err)
+	})
+}
+
+// affectedOne maps an update of a leased row that changed nothing to ErrLeaseLost.
+func (s *Store) affectedOne(res sql.Result, err error) error {
+	if err != nil {
+		return s.translate(err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return s.translate(err)
+	} else if n == 0 {
+		return asyncfn.ErrLeaseLost
+	}
+	return nil
+}
+
+func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
+			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner), false)
+		if errors.Is(err, sql.ErrNoRows) {
+			return asyncfn.ErrLeaseLost
+		} else if err != nil {
+			return s.translate(err)
+		}
+		next := asyncfn.Finished(b, p)
+		kind, msg := errorColumns(next.Error)
+		_, err = tx.ExecContext(ctx, `UPDATE batches SET state = ?, result = ?, error_kind = ?, error_message = ?,
+			attempts = ?, owner = '', lease_until = 0, run_after = ?, finished_at = ?
+			WHERE function = ? AND batch_id = ?`,
+			next.State, next.Result, kind, msg, next.Attempts, nanos(next.RunAfter), nanos(next.FinishedAt),
+			key.Function, key.BatchID)
+		return s.translate(err)
+	})
+}
+
+func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE batches SET delivered_at = ?, expires_at = min(expires_at, ?)
+			WHERE function = ? AND batch_id = ? AND expires_at > ? AND state IN ('succeeded', 'failed') AND delivered_at = 0`,
+			nanos(now), nanos(expiresAt), key.Function, key.BatchID, nanos(now))
+		if err != nil {
+			return s.translate(err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		var exists int
+		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE function = ? AND batch_id = ? AND expires_at > ?`,
+			key.Function, key.BatchID, nanos(now)).Scan(&exists)
+		if err == nil && exists == 0 {
+			return asyncfn.ErrNotFound
+		}
+		return s.translate(err)
+	})
+}
+
+func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM batches WHERE rowid IN
+			(SELECT rowid FROM batches WHERE expires_at <= ? LIMIT ?)`, nanos(now), limit)
+		if err != nil {
+			return s.translate(err)
+		}
+		n, err = res.RowsAffected()
+		return s.translate(err)
+	})
+	return int(n), err
+}
+
+func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error) {
+	var st asyncfn.Stats
+	if s.closed.Load() {
+		return st, asyncfn.ErrClosed
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT state, count(*) FROM batches WHERE expires_at > ? GROUP BY state`, nanos(now))
+	if err != nil {
+		return st, s.translate(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state asyncfn.State
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return st, s.translate(err)
+		}
+		st.Add(state, n)
+	}
+	return st, s.translate(rows.Err())
+}
+
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	return s.translate(s.read.PingContext(ctx))
+}
+
+// Close closes the database and releases the file lock.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	err := errors.Join(s.read.Close(), s.write.Close())
+	s.lock.Close()
+	return err
+}

@@ -1,0 +1,368 @@
+package asyncfn
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// PoolConfig tunes a worker pool. DefaultPoolConfig gives the defaults.
+type PoolConfig struct {
+	// ID names this pool as the owner of its leases. Default host:pid:random.
+	ID string
+	// Concurrency caps the batches running at once in this pool. Default 2 x GOMAXPROCS.
+	Concurrency int
+	// Lease is how long a claim lasts without a heartbeat; heartbeats extend it every
+	// third of it. A dead worker's batch is taken by another after at most this long.
+	// Default 30s.
+	Lease time.Duration
+	// PollInterval is how often an idle pool looks for work when no event woke it (a
+	// backoff ending, or another process's batch on a store that does not notify).
+	// Default 1s.
+	PollInterval time.Duration
+	// ShutdownTimeout is how long Stop lets running batches finish before it cancels them
+	// and hands them back to the queue. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultPoolConfig returns the documented defaults.
+func DefaultPoolConfig() PoolConfig {
+	return PoolConfig{
+		ID:              defaultOwnerID(),
+		Concurrency:     2 * runtime.GOMAXPROCS(0),
+		Lease:           30 * time.Second,
+		PollInterval:    time.Second,
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Validate returns an error naming the first bad field.
+func (c PoolConfig) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("worker id must not be empty")
+	case c.Concurrency <= 0:
+		return errors.New("worker concurrency must be positive")
+	case c.Lease < 3*time.Millisecond:
+		return errors.New("lease must be at least 3ms")
+	case c.PollInterval <= 0:
+		return errors.New("poll interval must be positive")
+	case c.ShutdownTimeout < 0:
+		return errors.New("shutdown timeout must not be negative")
+	}
+	return nil
+}
+
+func defaultOwnerID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s:%d:%x", host, os.Getpid(), b)
+}
+
+// Pool runs functions on the batches it claims from the store.
+//
+// Shutdown order (Stop): stop claiming; let running batches finish for up to
+// ShutdownTimeout; cancel those still running and hand them back to the queue without
+// counting the attempt; return. Leases keep being extended until each batch has ended.
+type Pool struct {
+	store    Store
+	registry *Registry
+	hub      *Hub
+	logger   *slog.Logger
+	cfg      PoolConfig
+	now      func() time.Time
+
+	slots   chan struct{}            // global concurrency
+	perFunc map[string]chan struct{} // per-function concurrency, where set
+	freed   chan struct{}            // a slot was released
+
+	claims    loop
+	running   sync.WaitGroup
+	runCtx    context.Context // cancelled when the shutdown deadline passes
+	cancelRun context.CancelFunc
+	stopOnce  sync.Once
+}
+
+// NewPool returns a pool that runs the functions in registry on batches from store.
+func NewPool(store Store, registry *Registry, hub *Hub, logger *slog.Logger, cfg PoolConfig) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		store: store, registry: registry, hub: hub, logger: logger.With("worker", cfg.ID), cfg: cfg, now: time.Now,
+		slots:   make(chan struct{}, cfg.Concurrency),
+		perFunc: map[string]chan struct{}{},
+		freed:   make(chan struct{}, 1),
+	}
+	for _, name := range registry.Names() {
+		if fn, _ := registry.Lookup(name); fn.Concurrency > 0 {
+			p.perFunc[name] = make(chan struct{}, fn.Concurrency)
+		}
+	}
+	p.runCtx, p.cancelRun = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// Start claims and runs batches in the background until Stop.
+func (p *Pool) Start(ctx context.Context) {
+	p.claims.start(ctx, p.claimLoop)
+}
+
+// Stop shuts the pool down in the order documented on Pool. It is safe to call more than
+// once.
+func (p *Pool) Stop() {
+	p.stopOnce.Do(func() {
+		p.claims.stop()
+		finished := make(chan struct{})
+		go func() { p.running.Wait(); close(finished) }()
+		t := time.NewTimer(p.cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			p.logger.Warn("shutdown timeout: handing running batches back to the queue")
+			p.cancelRun()
+			<-finished
+		}
+		p.cancelRun()
+	})
+}
+
+// Process claims the batch at key and runs it to the end, for a worker told which batch
+// to run (an AWS Lambda event). A batch that is already running, waiting for a retry or
+// finished is left alone and Process returns nil: events may be delivered twice.
+func (p *Pool) Process(ctx context.Context, key Key) error {
+	if _, ok := p.registry.Lookup(key.Function); !ok {
+		return ErrUnknownFunction
+	}
+	b, err := p.store.ClaimKey(ctx, key, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: 1})
+	if errors.Is(err, ErrNotClaimable) || errors.Is(err, ErrNotFound) {
+		p.logger.Info("batch not claimable; nothing to do", "function", key.Function, "batch_id", key.BatchID, "reason", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.running.Add(1)
+	p.run(ctx, b)
+	return nil
+}
+
+func (p *Pool) claimLoop(ctx context.Context) {
+	wake, unsubscribe := p.hub.Queued()
+	defer unsubscribe()
+	ticker := time.NewTicker(p.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		claimed, err := p.claimOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			p.logger.Warn("claiming batches failed", "err", err)
+		}
+		if claimed > 0 && err == nil {
+			continue // there may be more
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-p.freed:
+		case <-ticker.C:
+		}
+	}
+}
+
+// claimOnce claims as many batches as there are free slots and starts them. Functions
+// with a concurrency of their own are claimed separately so that none gets more batches
+// than it may run.
+func (p *Pool) claimOnce(ctx context.Context) (int, error) {
+	free := cap(p.slots) - len(p.slots)
+	if free == 0 {
+		return 0, nil
+	}
+	var unlimited []string
+	started := 0
+	for _, name := range p.registry.Names() {
+		sem, limited := p.perFunc[name]
+		if !limited {
+			unlimited = append(unlimited, name)
+			continue
+		}
+		n, err := p.claimAndStart(ctx, []string{name}, min(free-started, cap(sem)-len(sem)))
+		started += n
+		if err != nil {
+			return started, err
+		}
+	}
+	if len(unlimited) > 0 {
+		n, err := p.claimAndStart(ctx, unlimited, free-started)
+		started += n
+		if err != nil {
+			return started, err
+		}
+	}
+	return started, nil
+}
+
+func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: limit, Functions: functions})
+	for _, b := range batches {
+		p.slots <- struct{}{}
+		if sem := p.perFunc[b.Key.Function]; sem != nil {
+			sem <- struct{}{}
+		}
+		p.running.Add(1)
+		go func() {
+			defer p.release(b.Key.Function)
+			p.run(p.runCtx, b)
+		}()
+	}
+	return len(batches), err
+}
+
+func (p *Pool) release(function string) {
+	if sem := p.perFunc[function]; sem != nil {
+		<-sem
+	}
+	<-p.slots
+	select {
+	case p.freed <- struct{}{}:
+	default:
+	}
+}
+
+// run runs one claimed batch to the end of its attempt and records the outcome. ctx is
+// cancelled when the pool gives up waiting at shutdown.
+func (p *Pool) run(ctx context.Context, b *Batch) {
+	defer p.running.Done()
+	log := p.logger.With("function", b.Key.Function, "batch_id", b.Key.BatchID, "query_id", b.QueryID, "attempt", b.Attempts)
+	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopHeartbeat := p.heartbeat(runCtx, b.Key, cancel, log)
+	began := time.Now()
+	result, fail := p.call(runCtx, fn, b)
+	stopHeartbeat()
+
+	finish := FinishParams{Now: p.now(), Result: result, Error: fail}
+	cause := context.Cause(runCtx)
+	switch {
+	case errors.Is(cause, ErrLeaseLost):
+		log.Warn("lease lost while running; another worker owns the batch now")
+		return
+	case ctx.Err() != nil && fail != nil:
+		finish = FinishParams{Now: p.now(), Retry: true, RunAfter: p.now()}
+		log.Warn("shutting down: batch handed back to the queue")
+	case fail != nil && fail.Kind == Retryable && b.Attempts < b.MaxAttempts:
+		finish.Retry = true
+		finish.RunAfter = p.now().Add(fn.BackoffFor(b.Attempts + 1))
+		log.Warn("retryable error; batch requeued", "err", fail.Message, "retry_at", finish.RunAfter)
+	case fail != nil && fail.Kind == Retryable:
+		finish.Error = &Error{Kind: Internal, Message: fmt.Sprintf(
+			"the function %s failed %d times, the most allowed; the last error: %s", b.Key.Function, b.Attempts, fail.Message)}
+	}
+	// The outcome must be recorded even when shutdown has cancelled ctx.
+	storeCtx, cancelStore := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancelStore()
+	if err := p.store.Finish(storeCtx, b.Key, p.cfg.ID, finish); err != nil {
+		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
+		return
+	}
+	switch {
+	case finish.Retry:
+		p.hub.Publish(Event{Key: b.Key, State: Queued})
+	case finish.Error != nil:
+		p.hub.Publish(Event{Key: b.Key, State: Failed})
+		log.Warn("batch failed", "kind", finish.Error.Kind, "err", finish.Error.Message, "duration", time.Since(began))
+	default:
+		p.hub.Publish(Event{Key: b.Key, State: Succeeded})
+		log.Info("batch succeeded", "rows", b.Rows, "duration", time.Since(began))
+	}
+}
+
+// call runs the function on the batch's rows within its timeout and returns the encoded
+// result or the error to store. A panic becomes an Internal error. A function that
+// ignores its context past the timeout is abandoned (its goroutine runs on) so that the
+// batch still fails in time.
+func (p *Pool) call(ctx context.Context, fn Function, b *Batch) ([]byte, *Error) {
+	rows, err := ParseRows(b.Payload)
+	if err != nil {
+		return nil, AsError(err)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, fn.Timeout)
+	defer cancel()
+	type outcome struct {
+		values []any
+		err    error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				p.logger.Error("function panicked", "function", fn.Name, "batch_id", b.Key.BatchID, "panic", r, "stack", string(debug.Stack()))
+				done <- outcome{err: &Error{Kind: Internal, Message: fmt.Sprintf("the function %s panicked: %v.", fn.Name, r)}}
+			}
+		}()
+		values, err := fn.Func.Call(callCtx, rows)
+		done <- outcome{values, err}
+	}()
+	var out outcome
+	select {
+	case out = <-done:
+	case <-callCtx.Done():
+		out.err = callCtx.Err()
+	}
+	if out.err != nil {
+		if errors.Is(out.err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, &Error{Kind: Internal, Message: fmt.Sprintf("the function %s did not finish within its timeout of %s.", fn.Name, fn.Timeout)}
+		}
+		return nil, AsError(out.err)
+	}
+	result, err := EncodeResult(rows, out.values)
+	if err != nil {
+		return nil, &Error{Kind: Internal, Message: err.Error() + "."}
+	}
+	return result, nil
+}
+
+// heartbeat extends the lease every third of its length until stopped; if the lease is
+// lost it cancels the run with ErrLeaseLost.
+func (p *Pool) heartbeat(ctx context.Context, key Key, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
+	hbCtx, stopHB := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ticker := time.NewTicker(p.cfg.Lease / 3)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-ticker.C:
+			}
+			err := p.store.Extend(hbCtx, key, p.cfg.ID, p.now().Add(p.cfg.Lease))
+			switch {
+			case errors.Is(err, ErrLeaseLost):
+				cancel(ErrLeaseLost)
+				return
+			case err != nil && hbCtx.Err() == nil:
+				log.Warn("could not extend the lease; will try again", "err", err)
+			}
+		}
+	}()
+	return func() { stopHB(); wg.Wait() }
+}
