@@ -15,6 +15,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/sentiment"
 )
 
 func main() {
@@ -57,7 +58,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 
 // functions are the functions asyncfn serves.
 func functions() []asyncfn.Function {
-	return []asyncfn.Function{
-		{Name: "echo", Func: asyncfn.Echo},
-	}
+	return append([]asyncfn.Function{{Name: "echo", Func: asyncfn.Echo}}, sentiment.Functions()...)
 }
