@@ -155,9 +155,13 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		s.bumpDepth()
 		s.hub.Publish(Event{Key: r.Key, State: Queued})
 		log.Info("batch accepted", "rows", r.Rows, "bytes", len(r.Payload))
+		if s.cfg.SyncWait <= 0 {
+			b.Payload = nil
+			return b, nil
+		}
 	case errors.Is(err, ErrDuplicate):
 		log.Info("batch already accepted; answering from its state", "state", old.State)
-		if old.State.Done() {
+		if old.State.Done() || s.cfg.SyncWait <= 0 {
 			return s.delivered(ctx, old), nil
 		}
 	case errors.Is(err, ErrConflict):
