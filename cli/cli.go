@@ -21,16 +21,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/dynamodb"
 	asyncfnhttp "github.com/asyncfn/asyncfn/http"
 )
 
 // Commands lists the commands Main runs, for usage texts.
 const Commands = `  serve    run the service: HTTP front end and workers (the default)
   worker   run workers only, on a store shared with front ends
-  migrate  create or upgrade the store's schema, then exit`
+  migrate  create or upgrade the store's schema, then exit
+  dynamodb create-table --store dynamodb://TABLE: create a DynamoDB table with its indexes and TTL`
 
 // Main runs the server command named by args[0] (serve when args is empty) with the given
 // functions. It returns when ctx is done (after a graceful shutdown) or on error;
@@ -47,6 +50,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return worker(ctx, rest, getenv, stdout, stderr, functions)
 	case "migrate":
 		return migrate(ctx, rest, getenv, stdout, stderr)
+	case "dynamodb":
+		if len(rest) == 0 || rest[0] != "create-table" {
+			return errors.New("usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=...")
+		}
+		return createTable(ctx, rest[1:], getenv, stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q; the commands are:\n%s", cmd, Commands)
 }
@@ -286,4 +294,25 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	fmt.Fprintf(stdout, "asyncfn: the store %s is ready\n", *spec)
 	return store.Close()
+}
+
+func createTable(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dynamodb create-table", "Creates the DynamoDB table of a dynamodb:// store, with its indexes and TTL, and waits until it is active.", stderr)
+	spec := fs.String("store", "", "the table: dynamodb://TABLE?region=REGION&endpoint=URL")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(*spec, "dynamodb://") {
+		return fmt.Errorf("--store %q: give the table as dynamodb://TABLE?region=...", *spec)
+	}
+	store, err := dynamodb.Open(ctx, *spec)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.CreateTable(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "asyncfn: created the table of %s\n", *spec)
+	return nil
 }

@@ -6,12 +6,13 @@ import (
 	"strings"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/dynamodb"
 	"github.com/asyncfn/asyncfn/memory"
 	"github.com/asyncfn/asyncfn/sqlite"
 )
 
 // storeHelp documents the --store values.
-const storeHelp = "where batches are kept: a file path or sqlite:PATH (embedded SQLite), or memory (lost at exit)"
+const storeHelp = "where batches are kept: a file path or sqlite:PATH (embedded SQLite), dynamodb://TABLE?region=R&endpoint=URL, or memory (lost at exit)"
 
 // openStore opens the store a --store value names.
 func openStore(ctx context.Context, spec string) (asyncfn.Store, error) {
@@ -20,8 +21,10 @@ func openStore(ctx context.Context, spec string) (asyncfn.Store, error) {
 		return memory.New(), nil
 	case strings.HasPrefix(spec, "sqlite:"):
 		return sqlite.Open(strings.TrimPrefix(spec, "sqlite:"))
+	case strings.HasPrefix(spec, "dynamodb://"):
+		return dynamodb.Open(ctx, spec)
 	case strings.Contains(spec, "://"):
-		return nil, fmt.Errorf("--store %q: unknown kind of store; use a file path, sqlite:PATH or memory", spec)
+		return nil, fmt.Errorf("--store %q: unknown kind of store; use a file path, sqlite:PATH, dynamodb://TABLE or memory", spec)
 	case spec == "":
 		return nil, fmt.Errorf("--store is empty; use a file path, sqlite:PATH or memory")
 	}

@@ -1,0 +1,307 @@
+// Package dynamodb is an asyncfn.Store on Amazon DynamoDB, for the AWS Lambda deployment
+// (and for `asyncfn serve`/`asyncfn worker` on AWS). It leans on DynamoDB's own primitives:
+// conditional writes decide every race, a TTL attribute removes what expires, and payloads and
+// results larger than an item are split over several items.
+//
+// # Table and items
+//
+// One table, created by CreateTable (`asyncfn dynamodb create-table`), with partition key
+// pk and sort key sk (both strings). A batch is one partition:
+//
+//   - pk is the batch's key, both parts quoted as Go strings ("fn"/"batch-id"), so any
+//     characters, separators or invalid UTF-8 map to exactly one key and back. DynamoDB
+//     caps a partition key at 2,048 bytes, which bounds function name plus batch id.
+//   - sk "meta": the batch itself, one small item (a few hundred bytes plus inline data):
+//     state, times (Unix nanoseconds), attempts, owner, error, digest.
+//   - A payload or result of at most 64 KiB is inlined in the meta item (every poll reads
+//     that item whole, so more would cost read units on each); a larger one is split
+//     into chunk items of at most 350 KiB of data each, sk "payload#ID#N" or "result#ID#N",
+//     where ID is random per write and recorded in the meta item with the chunk count.
+//     The 10 MB Snowflake limit is 30 chunks; a batch at both limits is 61 items, about
+//     20 MB. Chunks are written with BatchWriteItem (25 items, at most 8.75 MiB, per
+//     request; unprocessed items retried with backoff) and read back with consistent
+//     BatchGetItem, all the chunks of a blob at once.
+//   - Every item carries ttl, the batch's ExpiresAt in epoch seconds (rounded up, so TTL
+//     never removes a live item), for DynamoDB's TTL to delete. TTL deletes only
+//     eventually (typically within days), so every read also compares the meta item's
+//     expires_at with the caller's now: an expired batch is invisible before it is deleted.
+//
+// Chunks are written before the conditional meta write that makes them visible. A write
+// that loses its race (a duplicate Create, a Finish whose lease was lost) deletes its chunks
+// again, and a Create that replaces an expired batch deletes that batch's; a crash in
+// between, or a failure of those deletes, leaves orphan chunks that no meta item names,
+// never read, which TTL removes. The random ID keeps a re-created key or a reclaimed batch
+// from ever reading another write's chunks. MarkDelivered shortens the meta item's expiry only: the chunks keep the
+// retention period's ttl, and since every read starts from the meta item, they cannot be
+// served after it has expired.
+//
+// # Indexes
+//
+//   - "queue" (GSI): partition queue, sort created_at. The queue attribute is set only while a
+//     batch is queued or running (a sparse index), so Claim, used by `asyncfn worker` on
+//     DynamoDB, queries the oldest first, filters on state, run_after, lease_until and
+//     expires_at (projected), and conditionally updates each candidate until it holds
+//     Limit batches. The Lambda worker is told its batch and uses ClaimKey, one UpdateItem.
+//     Claim filters functions on the client: a worker for a few functions reads the queue
+//     entries of the others.
+//   - "expiry" (GSI): partition sk, sort expires_at, state projected. Only meta items have
+//     expires_at, so it holds exactly the batches under the one partition value "meta".
+//     Sweep queries it for expired batches and Stats for live ones: O(live batches), a
+//     GSI item being about 100 bytes, never a Scan over the chunks.
+//
+// Both indexes key all batches under one partition value, which caps state changes at about
+// a thousand a second (a few hundred batches a second); shard that value if it is ever
+// reached. GSIs are eventually consistent: Claim may miss a batch created a moment ago
+// (the next Claim finds it) and Stats may lag slightly; the conditional updates on the table
+// itself are what decide.
+//
+// # Conditions
+//
+//   - Create: PutItem if attribute_not_exists(pk) OR expires_at <= :now; when the condition
+//     fails, a consistent GetItem returns the live batch with ErrDuplicate or ErrConflict
+//     by digest.
+//   - Claim and ClaimKey: UpdateItem if expires_at > :now AND ((state = queued AND run_after
+//     <= :now) OR (state = running AND lease_until < :now AND attempts < max_attempts)), so
+//     exactly one caller wins; an expired lease with no attempts left is failed by an
+//     UpdateItem conditional on attempts >= max_attempts instead.
+//   - Extend and Finish: UpdateItem if state = running AND owner = :owner.
+//   - MarkDelivered: UpdateItem if expires_at > :now AND attribute_not_exists(delivered_at)
+//     AND state IN (succeeded, failed), with AND expires_at > :grace when it also brings
+//     the expiry (and the meta item's ttl) forward.
+//   - Sweep: DeleteItem of the meta item if expires_at <= :now, so a batch re-created
+//     meanwhile survives and concurrent sweepers each count only what they deleted; the
+//     deleted meta item names the chunks to delete.
+//
+// # What dynalite cannot check
+//
+// The tests run against dynalite, which has no TimeToLive and no transactions. This package
+// uses no transactions. What dynalite leaves unexercised is small:
+//   - CreateTable's UpdateTimeToLive, whose "unknown operation" answer is logged as a
+//     warning, and TTL's deletion itself (reads check expiry anyway, and Sweep deletes);
+//   - index lag: dynalite updates its indexes synchronously, so Claim and Sweep meeting
+//     stale entries is shown only through concurrent callers failing conditions;
+//   - throttling: unprocessed BatchWriteItem items and throttling errors (ErrUnavailable).
+//     Unprocessed BatchGetItem keys do occur, as dynalite answers about 1 MB per request.
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/asyncfn/asyncfn"
+)
+
+// Store is an asyncfn.Store on one DynamoDB table.
+type Store struct {
+	client *dynamodb.Client
+	table  string
+	closed atomic.Bool
+}
+
+var _ asyncfn.Store = (*Store)(nil)
+
+// New returns a store on table through client, for callers that build their own client
+// (the Lambda wiring).
+func New(client *dynamodb.Client, table string) *Store {
+	return &Store{client: client, table: table}
+}
+
+// Open returns a store for a URL of the form dynamodb://TABLE?region=REGION&endpoint=URL.
+// Both parameters are optional: the region and credentials come from the SDK's default
+// chain (environment, shared config, instance or task role) and the endpoint from AWS's
+// resolution. A custom endpoint (dynalite, DynamoDB Local) defaults to region us-east-1 and,
+// when neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set, to static dummy credentials, which
+// such servers accept. optFns adjust the SDK's configuration further.
+func Open(ctx context.Context, rawURL string, optFns ...func(*config.LoadOptions) error) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("dynamodb: store URL: %w", err)
+	}
+	if u.Scheme != "dynamodb" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("dynamodb: store URL %q is not of the form dynamodb://TABLE?region=...&endpoint=...", rawURL)
+	}
+	q := u.Query()
+	for name := range q {
+		if name != "region" && name != "endpoint" {
+			return nil, fmt.Errorf("dynamodb: store URL %q: unknown parameter %q (known: region, endpoint)", rawURL, name)
+		}
+	}
+	region, endpoint := q.Get("region"), q.Get("endpoint")
+	var opts []func(*config.LoadOptions) error
+	if region != "" {
+		opts = append(opts, config.WithRegion(region))
+	}
+	if endpoint != "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
+		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("dummy", "dummy", "")))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, append(opts, optFns...)...)
+	if err != nil {
+		return nil, fmt.Errorf("dynamodb: AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		if endpoint == "" {
+			return nil, fmt.Errorf("dynamodb: no AWS region: add ?region=... to %q or set AWS_REGION", rawURL)
+		}
+		cfg.Region = "us-east-1"
+	}
+	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+	})
+	return New(client, u.Host), nil
+}
+
+// Index names and the attributes the table and its indexes are keyed on.
+const (
+	queueIndex  = "queue"
+	expiryIndex = "expiry"
+)
+
+// CreateTable creates the store's table (on-demand billing) with its two indexes, waits
+// until it is active, and turns on TTL for the ttl attribute. Servers that do not implement
+// UpdateTimeToLive (dynalite) get a logged warning instead of an error: there nothing
+// deletes expired items but Sweep.
+func (s *Store) CreateTable(ctx context.Context) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	include := func(attrs ...string) *types.Projection {
+		return &types.Projection{ProjectionType: types.ProjectionTypeInclude, NonKeyAttributes: attrs}
+	}
+	_, err := s.client.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   aws.String(s.table),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(aPK), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String(aSK), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String(aQueue), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String(aCreatedAt), AttributeType: types.ScalarAttributeTypeN},
+			{AttributeName: aws.String(aExpiresAt), AttributeType: types.ScalarAttributeTypeN},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(aPK), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(aSK), KeyType: types.KeyTypeRange},
+		},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{
+			{
+				IndexName: aws.String(queueIndex),
+				KeySchema: []types.KeySchemaElement{
+					{AttributeName: aws.String(aQueue), KeyType: types.KeyTypeHash},
+					{AttributeName: aws.String(aCreatedAt), KeyType: types.KeyTypeRange},
+				},
+				Projection: include(aState, aRunAfter, aLeaseUntil, aExpiresAt, aAttempts, aMaxAttempts),
+			},
+			{
+				IndexName: aws.String(expiryIndex),
+				KeySchema: []types.KeySchemaElement{
+					{AttributeName: aws.String(aSK), KeyType: types.KeyTypeHash},
+					{AttributeName: aws.String(aExpiresAt), KeyType: types.KeyTypeRange},
+				},
+				Projection: include(aState),
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("dynamodb: create table %s: %w", s.table, errorOf(err, errConditionFailed))
+	}
+	waiter := dynamodb.NewTableExistsWaiter(s.client, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, 5*time.Second
+	})
+	if err := waiter.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(s.table)}, 10*time.Minute); err != nil {
+		return fmt.Errorf("dynamodb: table %s did not become active: %w", s.table, err)
+	}
+	_, err = s.client.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName: aws.String(s.table),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{
+			AttributeName: aws.String(aTTL),
+			Enabled:       aws.Bool(true),
+		},
+	})
+	if apiErr := (smithy.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "UnknownOperationException" {
+		slog.WarnContext(ctx, "dynamodb: the server does not implement UpdateTimeToLive (dynalite?): expired items are removed by Sweep only",
+			"table", s.table)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dynamodb: enable TTL on table %s: %w", s.table, errorOf(err, errConditionFailed))
+	}
+	return nil
+}
+
+// DeleteTable deletes the store's table and everything in it, without waiting for the
+// deletion to finish.
+func (s *Store) DeleteTable(ctx context.Context) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	_, err := s.client.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(s.table)})
+	if err != nil {
+		return fmt.Errorf("dynamodb: delete table %s: %w", s.table, errorOf(err, errConditionFailed))
+	}
+	return nil
+}
+
+// Ping reads a key no batch uses (batch keys are quoted): the cheapest request that shows
+// the table answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	_, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table),
+		Key:       item{aPK: str("ping"), aSK: str(skMeta)},
+	})
+	return errorOf(err, errConditionFailed)
+}
+
+// Close makes every later call return ErrClosed. The SDK client holds nothing to release.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+// errConditionFailed is what errorOf returns for a failed condition to callers that look
+// further before choosing the sentinel error.
+var errConditionFailed = errors.New("dynamodb: condition failed")
+
+// errorOf translates an SDK error into the store contract, in one place: a failed
+// condition (ConditionalCheckFailedException, matched by its error code) becomes ifFailed,
+// the sentinel that the failed condition means to the caller; throttling, server faults and
+// transport failures (after the SDK's own retries) wrap asyncfn.ErrUnavailable; anything
+// else (a validation error, a missing table) is a plain error.
+func errorOf(err error, ifFailed error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "ConditionalCheckFailedException":
+			return ifFailed
+		case "ProvisionedThroughputExceededException", "RequestLimitExceeded", "ThrottlingException":
+			return fmt.Errorf("%w: %w", asyncfn.ErrUnavailable, err)
+		}
+		if apiErr.ErrorFault() == smithy.FaultServer {
+			return fmt.Errorf("%w: %w", asyncfn.ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", asyncfn.ErrUnavailable, err)
+}
