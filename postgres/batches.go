@@ -1,0 +1,358 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/asyncfn/asyncfn"
+)
+
+// columns of the batches table, in the order of asyncfn.Batch's fields as scanBatch and
+// batchArgs read and write them.
+var columns = []string{
+	"function", "batch_id", "query_id", "state", "payload", "digest", "row_count", "result",
+	"error_kind", "error_message", "attempts", "max_attempts", "owner", "lease_until",
+	"run_after", "created_at", "started_at", "finished_at", "delivered_at", "expires_at",
+}
+
+// selectList is the column list that scanBatch reads, each prefixed (a table alias), with
+// NULL for the payload unless withPayload.
+func selectList(prefix string, withPayload bool) string {
+	cols := make([]string, len(columns))
+	for i, c := range columns {
+		cols[i] = prefix + c
+		if c == "payload" && !withPayload {
+			cols[i] = "NULL::bytea"
+		}
+	}
+	return strings.Join(cols, ", ")
+}
+
+// Shared conditions, with $1 the caller's now. claimable: Queued and due, or Running
+// under a lease that ended with attempts left. abandoned: Running under a lease that
+// ended with no attempts left, which fails instead.
+const (
+	claimable = `(state = 'queued' AND (run_after IS NULL OR run_after <= $1)
+		OR state = 'running' AND lease_until < $1 AND attempts < max_attempts)`
+	abandoned = `(state = 'running' AND lease_until < $1 AND attempts >= max_attempts)`
+)
+
+// abandonedKind and abandonedFormat are asyncfn.AbandonedError as the kind and a format()
+// pattern of its message, so that one statement can fail every abandoned batch, each with
+// its own count of attempts, by the words of the domain package.
+var abandonedKind, abandonedFormat = func() (string, string) {
+	const mark = 987654321
+	e := asyncfn.AbandonedError(mark)
+	return string(e.Kind), strings.Replace(strings.ReplaceAll(e.Message, "%", "%%"), strconv.Itoa(mark), "%s", 1)
+}()
+
+// queries are the store's statements, their names qualified with its schema once and for
+// all, so that they do not depend on search_path and pgx can cache them as prepared
+// statements.
+type queries struct {
+	create, get, getPayload, claim, claimKey, abandonKey, extend            string
+	finishSucceeded, finishFailed, finishRetry, markDelivered, sweep, stats string
+}
+
+func newQueries(schema string) queries {
+	ident := pgx.Identifier{schema}.Sanitize()
+	var values, excluded []string
+	for i, c := range columns {
+		values = append(values, "$"+strconv.Itoa(i+1))
+		if c != "function" && c != "batch_id" {
+			excluded = append(excluded, c+" = excluded."+c)
+		}
+	}
+	r := strings.NewReplacer(
+		"{t}", ident+".batches",
+		"{notify}", ident+".notify",
+		"{ch}", "'"+channelOf(schema)+"'", // a schema name has no quotes to escape
+		"{columns}", strings.Join(columns, ", "),
+		"{values}", strings.Join(values, ", "),
+		"{excluded}", strings.Join(excluded, ", "),
+		"{cols}", selectList("", false),
+		"{cols+payload}", selectList("", true),
+		"{b.cols+payload}", selectList("b.", true),
+		"{claimable}", claimable,
+		"{abandoned}", abandoned,
+		"{functions}", "(coalesce(cardinality($4::text[]), 0) = 0 OR function = ANY($4))",
+	)
+	return queries{
+		// One statement, so that concurrent creates of a key store exactly one batch: a
+		// live row with the key stays as it is (no row is returned, the caller reads it),
+		// an expired one is replaced in place, as if it had been swept first.
+		create: r.Replace(`INSERT INTO {t} AS b ({columns}) VALUES ({values})
+			ON CONFLICT (function, batch_id) DO UPDATE SET {excluded}
+			WHERE b.expires_at <= excluded.created_at
+			RETURNING {notify}({ch}, b.state, b.function, b.batch_id)`),
+		get:        r.Replace(`SELECT {cols} FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3`),
+		getPayload: r.Replace(`SELECT {cols+payload} FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3`),
+		// The candidates are picked and locked with SKIP LOCKED, so concurrent claimers
+		// take disjoint rows without waiting for each other; the rows are then updated by
+		// key rather than by ctid, so that a row changed by a transaction that committed
+		// after this statement's snapshot is still found (in its latest version). The
+		// abandoned batches fail in the same statement, with the same locking.
+		// ORDER BY created_at LIMIT walks the batches_claim partial index.
+		claim: r.Replace(`WITH stale AS MATERIALIZED (
+				SELECT function, batch_id FROM {t}
+				WHERE {abandoned} AND expires_at > $1 AND {functions}
+				FOR UPDATE SKIP LOCKED
+			), failed AS (
+				UPDATE {t} AS b SET state = 'failed', owner = '', lease_until = NULL, finished_at = $1,
+					error_kind = $2, error_message = format($3, b.attempts)
+				FROM stale WHERE b.function = stale.function AND b.batch_id = stale.batch_id
+				RETURNING {notify}({ch}, 'failed', b.function, b.batch_id)
+			), picked AS MATERIALIZED (
+				SELECT function, batch_id FROM {t}
+				WHERE state IN ('queued', 'running') AND {claimable} AND expires_at > $1 AND {functions}
+				ORDER BY created_at
+				LIMIT $7
+				FOR UPDATE SKIP LOCKED
+			)
+			UPDATE {t} AS b SET state = 'running', owner = $5, lease_until = $6, started_at = $1, attempts = b.attempts + 1
+			FROM picked WHERE b.function = picked.function AND b.batch_id = picked.batch_id
+			RETURNING {b.cols+payload}`),
+		// A single row: waiting for its lock (rather than skipping it) lets concurrent
+		// ClaimKeys of one batch see each other's claim, and exactly one wins.
+		claimKey: r.Replace(`UPDATE {t} SET state = 'running', owner = $4, lease_until = $5, started_at = $1, attempts = attempts + 1
+			WHERE function = $2 AND batch_id = $3 AND expires_at > $1 AND {claimable}
+			RETURNING {cols+payload}`),
+		abandonKey: r.Replace(`WITH failed AS (
+				UPDATE {t} SET state = 'failed', owner = '', lease_until = NULL, finished_at = $1,
+					error_kind = $4, error_message = format($5, attempts)
+				WHERE function = $2 AND batch_id = $3 AND expires_at > $1 AND {abandoned}
+				RETURNING {notify}({ch}, 'failed', function, batch_id)
+			)
+			SELECT EXISTS (SELECT FROM {t} WHERE function = $2 AND batch_id = $3 AND expires_at > $1)`),
+		extend: r.Replace(`UPDATE {t} SET lease_until = $4
+			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3`),
+		// The three outcomes of asyncfn.Finished, each conditional on the lease.
+		finishSucceeded: r.Replace(`UPDATE {t} SET state = 'succeeded', owner = '', lease_until = NULL,
+				result = $4, error_kind = NULL, error_message = NULL, finished_at = $5
+			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+			RETURNING {notify}({ch}, 'succeeded', function, batch_id)`),
+		finishFailed: r.Replace(`UPDATE {t} SET state = 'failed', owner = '', lease_until = NULL,
+				error_kind = $4, error_message = $5, finished_at = $6
+			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+			RETURNING {notify}({ch}, 'failed', function, batch_id)`),
+		// Without an error, a retry hands back an interrupted attempt: it does not count
+		// and the last error stays.
+		finishRetry: r.Replace(`UPDATE {t} SET state = 'queued', owner = '', lease_until = NULL, run_after = $4,
+				attempts = attempts - CASE WHEN $5::text IS NULL THEN 1 ELSE 0 END,
+				error_kind = coalesce($5, error_kind),
+				error_message = CASE WHEN $5::text IS NULL THEN error_message ELSE $6 END
+			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+			RETURNING {notify}({ch}, 'queued', function, batch_id)`),
+		markDelivered: r.Replace(`WITH delivered AS (
+				UPDATE {t} SET delivered_at = $3, expires_at = least(expires_at, $4)
+				WHERE function = $1 AND batch_id = $2 AND expires_at > $3
+					AND state IN ('succeeded', 'failed') AND delivered_at IS NULL
+			)
+			SELECT EXISTS (SELECT FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3)`),
+		// SKIP LOCKED: sweepers in several processes delete disjoint rows and never wait
+		// for each other, nor for a claim or a finish holding a row. Oldest first, along
+		// batches_expiry.
+		sweep: r.Replace(`WITH picked AS MATERIALIZED (
+				SELECT function, batch_id FROM {t} WHERE expires_at <= $1
+				ORDER BY expires_at
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			)
+			DELETE FROM {t} AS b USING picked WHERE b.function = picked.function AND b.batch_id = picked.batch_id`),
+		stats: r.Replace(`SELECT state, count(*) FROM {t} WHERE expires_at > $1 GROUP BY state`),
+	}
+}
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// errorArgs are the error_kind and error_message of e, NULL for none.
+func errorArgs(e *asyncfn.Error) (kind, message *string) {
+	if e == nil {
+		return nil, nil
+	}
+	k := string(e.Kind)
+	return &k, &e.Message
+}
+
+// batchArgs are the values of columns for b.
+func batchArgs(b *asyncfn.Batch) []any {
+	kind, message := errorArgs(b.Error)
+	return []any{
+		b.Key.Function, b.Key.BatchID, b.QueryID, string(b.State), b.Payload, b.Digest, b.Rows, b.Result,
+		kind, message, b.Attempts, b.MaxAttempts, b.Owner, nullTime(b.LeaseUntil),
+		nullTime(b.RunAfter), b.CreatedAt, nullTime(b.StartedAt), nullTime(b.FinishedAt), nullTime(b.DeliveredAt), b.ExpiresAt,
+	}
+}
+
+// scanBatch reads a row of selectList.
+func scanBatch(row pgx.Row) (*asyncfn.Batch, error) {
+	var b asyncfn.Batch
+	var state string
+	var kind, message *string
+	var leaseUntil, runAfter, startedAt, finishedAt, deliveredAt *time.Time
+	err := row.Scan(&b.Key.Function, &b.Key.BatchID, &b.QueryID, &state, &b.Payload, &b.Digest, &b.Rows, &b.Result,
+		&kind, &message, &b.Attempts, &b.MaxAttempts, &b.Owner, &leaseUntil,
+		&runAfter, &b.CreatedAt, &startedAt, &finishedAt, &deliveredAt, &b.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	b.State = asyncfn.State(state)
+	if kind != nil {
+		b.Error = &asyncfn.Error{Kind: asyncfn.ErrorKind(*kind), Message: *message}
+	}
+	for _, t := range []struct{ dst, src *time.Time }{
+		{&b.LeaseUntil, leaseUntil}, {&b.RunAfter, runAfter}, {&b.StartedAt, startedAt},
+		{&b.FinishedAt, finishedAt}, {&b.DeliveredAt, deliveredAt},
+	} {
+		if t.src != nil {
+			*t.dst = *t.src
+		}
+	}
+	return &b, nil
+}
+
+// Create stores b unless a live batch has its key. The INSERT and the read of the batch
+// already there are two statements (the read needs a snapshot taken after a concurrent
+// creator committed); if that batch is gone by the time it is read, Create tries again.
+func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
+	for {
+		tag, err := s.pool.Exec(ctx, s.q.create, batchArgs(b)...)
+		if err != nil {
+			return nil, s.err(err)
+		}
+		if tag.RowsAffected() == 1 {
+			return nil, nil
+		}
+		old, err := scanBatch(s.pool.QueryRow(ctx, s.q.get, b.Key.Function, b.Key.BatchID, b.CreatedAt))
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, s.err(err)
+		}
+		if old.Digest == b.Digest {
+			return old, asyncfn.ErrDuplicate
+		}
+		return old, asyncfn.ErrConflict
+	}
+}
+
+func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
+	q := s.q.get
+	if withPayload {
+		q = s.q.getPayload
+	}
+	b, err := scanBatch(s.pool.QueryRow(ctx, q, key.Function, key.BatchID, now))
+	return b, s.err(err)
+}
+
+func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Batch, error) {
+	rows, err := s.pool.Query(ctx, s.q.claim, p.Now, abandonedKind, abandonedFormat, p.Functions,
+		p.Owner, p.Now.Add(p.Lease), max(p.Limit, 0))
+	if err != nil {
+		return nil, s.err(err)
+	}
+	bs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*asyncfn.Batch, error) { return scanBatch(row) })
+	if err != nil {
+		return nil, s.err(err)
+	}
+	// RETURNING follows no order.
+	slices.SortStableFunc(bs, func(a, b *asyncfn.Batch) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return bs, nil
+}
+
+// ClaimKey tries the claim first, the path of every event but a repeated one; only when it
+// fails does a second statement fail the batch if it was abandoned and tell a batch that
+// cannot be claimed from one that does not exist.
+func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParams) (*asyncfn.Batch, error) {
+	b, err := scanBatch(s.pool.QueryRow(ctx, s.q.claimKey, p.Now, key.Function, key.BatchID, p.Owner, p.Now.Add(p.Lease)))
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return b, s.err(err)
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, s.q.abandonKey, p.Now, key.Function, key.BatchID, abandonedKind, abandonedFormat).Scan(&exists); err != nil {
+		return nil, s.err(err)
+	}
+	if !exists {
+		return nil, asyncfn.ErrNotFound
+	}
+	return nil, asyncfn.ErrNotClaimable
+}
+
+func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {
+	tag, err := s.pool.Exec(ctx, s.q.extend, key.Function, key.BatchID, owner, until)
+	if err != nil {
+		return s.err(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return asyncfn.ErrLeaseLost
+	}
+	return nil
+}
+
+// Finish applies asyncfn.Finished in SQL: one conditional UPDATE per outcome, which
+// changes nothing unless owner holds the lease.
+func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
+	kind, message := errorArgs(p.Error)
+	q, args := s.q.finishSucceeded, []any{p.Result, p.Now}
+	switch {
+	case p.Retry:
+		q, args = s.q.finishRetry, []any{nullTime(p.RunAfter), kind, message}
+	case p.Error != nil:
+		q, args = s.q.finishFailed, []any{kind, message, p.Now}
+	}
+	tag, err := s.pool.Exec(ctx, q, append([]any{key.Function, key.BatchID, owner}, args...)...)
+	if err != nil {
+		return s.err(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return asyncfn.ErrLeaseLost
+	}
+	return nil
+}
+
+func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, s.q.markDelivered, key.Function, key.BatchID, now, expiresAt).Scan(&exists); err != nil {
+		return s.err(err)
+	}
+	if !exists {
+		return asyncfn.ErrNotFound
+	}
+	return nil
+}
+
+func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.q.sweep, now, max(limit, 0))
+	if err != nil {
+		return 0, s.err(err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error) {
+	var st asyncfn.Stats
+	rows, err := s.pool.Query(ctx, s.q.stats, now)
+	if err != nil {
+		return st, s.err(err)
+	}
+	var state string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		st.Add(asyncfn.State(state), n)
+		return nil
+	})
+	return st, s.err(err)
+}
