@@ -16,6 +16,18 @@ var ErrOverloaded = errors.New("asyncfn: too many batches queued")
 // ErrUnknownFunction: no function is registered at the route.
 var ErrUnknownFunction = errors.New("asyncfn: unknown function")
 
+// ErrDispatch: a new batch is stored but its worker could not be started; the front end
+// answers 503, Snowflake retries the POST, and the retry dispatches the batch again.
+var ErrDispatch = errors.New("asyncfn: could not start a worker for the batch")
+
+// Dispatcher starts the processing of a batch somewhere else, for deployments whose
+// workers do not poll the store: on AWS Lambda, an asynchronous invocation of the worker
+// function with the batch's key (never its rows). Dispatching a batch twice must be
+// harmless; workers claim with Store.ClaimKey, which one caller only wins.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, key Key) error
+}
+
 // ServiceConfig tunes the front end. DefaultServiceConfig gives the defaults.
 type ServiceConfig struct {
 	// Retention is how long a batch lives if its answer is never collected. Default 12h,
@@ -37,6 +49,16 @@ type ServiceConfig struct {
 	// Recheck is how often a held request re-reads the store in case a finish event was
 	// missed (another process on a store that does not notify). Default 1s.
 	Recheck time.Duration
+	// Observer is told of accepted batches (metrics, status page). Default nil: none.
+	Observer Observer
+	// Dispatcher, when set, is called for every new batch, and again for a batch a
+	// request finds stalled: queued for longer than Stalled after it was created or its
+	// backoff ended, or running under an expired lease (its worker died). Default nil:
+	// workers poll the store.
+	Dispatcher Dispatcher
+	// Stalled is how long a queued batch may wait before a request dispatches it again.
+	// Default 10s.
+	Stalled time.Duration
 }
 
 // DefaultServiceConfig returns the documented defaults.
@@ -48,6 +70,7 @@ func DefaultServiceConfig() ServiceConfig {
 		PollWait:  10 * time.Second,
 		MaxQueued: 1000,
 		Recheck:   time.Second,
+		Stalled:   10 * time.Second,
 	}
 }
 
@@ -66,6 +89,8 @@ func (c ServiceConfig) Validate() error {
 		return errors.New("max-queued must be positive")
 	case c.Recheck <= 0:
 		return errors.New("recheck must be positive")
+	case c.Dispatcher != nil && c.Stalled <= 0:
+		return errors.New("stalled must be positive with a dispatcher")
 	}
 	return nil
 }
@@ -79,6 +104,7 @@ type Service struct {
 	logger   *slog.Logger
 	cfg      ServiceConfig
 	now      func() time.Time
+	obs      Observer
 
 	depthMu     sync.Mutex
 	depth       int
@@ -92,8 +118,12 @@ func NewService(store Store, registry *Registry, hub *Hub, logger *slog.Logger, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: store, registry: registry, hub: hub, logger: logger, cfg: cfg, now: time.Now}, nil
+	return &Service{store: store, registry: registry, hub: hub, logger: logger, cfg: cfg, now: time.Now, obs: observerOrNop(cfg.Observer)}, nil
 }
+
+// Observer returns the observer the service reports to (never nil), so that transports
+// can report the rejections they decide themselves.
+func (s *Service) Observer() Observer { return s.obs }
 
 // Registry returns the functions the service answers for.
 func (s *Service) Registry() *Registry { return s.registry }
@@ -150,18 +180,29 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	}
 	log := s.logger.With("function", r.Key.Function, "batch_id", r.Key.BatchID, "query_id", r.QueryID)
 	old, err := s.store.Create(ctx, b)
+	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: r.Rows, Bytes: len(r.Payload), Duration: s.now().Sub(now)}
 	switch {
 	case err == nil:
+		s.obs.BatchAccepted(info)
 		s.bumpDepth()
 		s.hub.Publish(Event{Key: r.Key, State: Queued})
 		log.Info("batch accepted", "rows", r.Rows, "bytes", len(r.Payload))
+		if d := s.cfg.Dispatcher; d != nil {
+			if err := d.Dispatch(ctx, r.Key); err != nil {
+				log.Error("could not start a worker for the batch", "err", err)
+				return nil, fmt.Errorf("%w: %v", ErrDispatch, err)
+			}
+		}
 		if s.cfg.SyncWait <= 0 {
 			b.Payload = nil
 			return b, nil
 		}
 	case errors.Is(err, ErrDuplicate):
+		info.Duplicate = true
+		s.obs.BatchAccepted(info)
 		log.Info("batch already accepted; answering from its state", "state", old.State)
 		if old.State.Done() || s.cfg.SyncWait <= 0 {
+			s.redispatchStalled(ctx, old)
 			return s.delivered(ctx, old), nil
 		}
 	case errors.Is(err, ErrConflict):
@@ -192,8 +233,12 @@ func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, e
 	}
 	b, err := s.store.Get(ctx, key, s.now(), false)
 	if err != nil || b.State.Done() || d <= 0 {
+		if err == nil {
+			s.redispatchStalled(ctx, b)
+		}
 		return s.delivered(ctx, b), err
 	}
+	s.redispatchStalled(ctx, b)
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
 	recheck := time.NewTicker(s.cfg.Recheck)
@@ -212,6 +257,30 @@ func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, e
 		if err != nil || b.State.Done() {
 			return s.delivered(ctx, b), err
 		}
+	}
+}
+
+// redispatchStalled dispatches an unfinished batch again if its worker seems lost: the
+// invocation failed or never ran, or the worker died. Duplicates are harmless, so a
+// failure here is only logged: the next poll tries again.
+func (s *Service) redispatchStalled(ctx context.Context, b *Batch) {
+	d := s.cfg.Dispatcher
+	if d == nil || b.State.Done() {
+		return
+	}
+	now := s.now()
+	since := b.CreatedAt
+	if b.RunAfter.After(since) {
+		since = b.RunAfter
+	}
+	stalled := (b.State == Queued && now.Sub(since) >= s.cfg.Stalled) ||
+		(b.State == Running && b.LeaseUntil.Before(now))
+	if !stalled {
+		return
+	}
+	s.logger.Warn("batch stalled; dispatching it again", "function", b.Key.Function, "batch_id", b.Key.BatchID, "state", b.State)
+	if err := d.Dispatch(ctx, b.Key); err != nil {
+		s.logger.Error("could not dispatch a stalled batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
 	}
 }
 

@@ -30,6 +30,9 @@ type PoolConfig struct {
 	// ShutdownTimeout is how long Stop lets running batches finish before it cancels them
 	// and hands them back to the queue. Default 30s.
 	ShutdownTimeout time.Duration
+	// Observer is told when batches start and finish (metrics, status page). Default nil:
+	// none.
+	Observer Observer
 }
 
 // DefaultPoolConfig returns the documented defaults.
@@ -79,6 +82,7 @@ type Pool struct {
 	logger   *slog.Logger
 	cfg      PoolConfig
 	now      func() time.Time
+	obs      Observer
 
 	slots   chan struct{}            // global concurrency
 	perFunc map[string]chan struct{} // per-function concurrency, where set
@@ -98,6 +102,7 @@ func NewPool(store Store, registry *Registry, hub *Hub, logger *slog.Logger, cfg
 	}
 	p := &Pool{
 		store: store, registry: registry, hub: hub, logger: logger.With("worker", cfg.ID), cfg: cfg, now: time.Now,
+		obs:     observerOrNop(cfg.Observer),
 		slots:   make(chan struct{}, cfg.Concurrency),
 		perFunc: map[string]chan struct{}{},
 		freed:   make(chan struct{}, 1),
@@ -252,16 +257,20 @@ func (p *Pool) run(ctx context.Context, b *Batch) {
 	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	info := startInfo(b)
+	p.obs.BatchStarted(info)
 	stopHeartbeat := p.heartbeat(runCtx, b.Key, cancel, log)
 	began := time.Now()
 	result, fail := p.call(runCtx, fn, b)
 	stopHeartbeat()
+	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
 	finish := FinishParams{Now: p.now(), Result: result, Error: fail}
 	cause := context.Cause(runCtx)
 	switch {
 	case errors.Is(cause, ErrLeaseLost):
 		log.Warn("lease lost while running; another worker owns the batch now")
+		p.obs.BatchFinished(info)
 		return
 	case ctx.Err() != nil && fail != nil:
 		finish = FinishParams{Now: p.now(), Retry: true, RunAfter: p.now()}
@@ -279,8 +288,14 @@ func (p *Pool) run(ctx context.Context, b *Batch) {
 	defer cancelStore()
 	if err := p.store.Finish(storeCtx, b.Key, p.cfg.ID, finish); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
+		p.obs.BatchFinished(info)
 		return
 	}
+	info.Outcome, info.Error = finishOutcome(finish), finish.Error
+	if info.Outcome.Final() {
+		info.Total = finish.Now.Sub(b.CreatedAt)
+	}
+	p.obs.BatchFinished(info) // before publishing, so a waiting client sees it counted
 	switch {
 	case finish.Retry:
 		p.hub.Publish(Event{Key: b.Key, State: Queued})

@@ -27,6 +27,7 @@ import (
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/dynamodb"
 	asyncfnhttp "github.com/asyncfn/asyncfn/http"
+	"github.com/asyncfn/asyncfn/postgres"
 )
 
 // Commands lists the commands Main runs, for usage texts.
@@ -70,6 +71,7 @@ type common struct {
 	attempts        int
 	backoff         time.Duration
 	log             logFlags
+	observer        asyncfn.Observer // set by the command before startBackground
 }
 
 func (c *common) register(fs *flag.FlagSet, workersDefault int) {
@@ -130,6 +132,7 @@ func (c *common) startBackground(ctx context.Context, store asyncfn.Store, reg *
 	if c.workers > 0 {
 		cfg := asyncfn.DefaultPoolConfig()
 		cfg.Concurrency, cfg.Lease, cfg.ShutdownTimeout = c.workers, c.lease, c.shutdownTimeout
+		cfg.Observer = c.observer
 		pool, err := asyncfn.NewPool(store, reg, hub, logger, cfg)
 		if err != nil {
 			return nil, err
@@ -166,11 +169,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.IntVar(&svcCfg.MaxQueued, "max-queued", svcCfg.MaxQueued, "queued batches past which a POST of a new batch is answered 429")
 	fs.DurationVar(&svcCfg.Retention, "retention", svcCfg.Retention, "how long a batch whose answer is never collected is kept")
 	fs.DurationVar(&svcCfg.Grace, "grace", svcCfg.Grace, "how long an answer is kept after it was first served, for a retried GET")
+	var prod production
+	prod.register(fs, true)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
 	logger, err := c.log.logger(stderr)
 	if err != nil {
+		return err
+	}
+	keys, err := prod.apiKeys(getenv)
+	if err != nil {
+		return err
+	}
+	if functions, err = prod.limit(functions); err != nil {
 		return err
 	}
 	reg, err := c.registry(functions)
@@ -180,29 +192,51 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := svcCfg.Validate(); err != nil {
 		return fmt.Errorf("--%w", err)
 	}
-	store, err := openStore(ctx, c.store)
+	store, err := openStore(ctx, c.store, logger)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	m, rec, store, obs := prod.observe(reg, store, true)
+	svcCfg.Observer, c.observer = obs, obs
+	routes, err := prod.routes(reg, m, rec, logger)
+	if err != nil {
+		return err
+	}
 	hub := asyncfn.NewHub()
 	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
 	if err != nil {
 		return err
 	}
-	handler := asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody})
+	handler := protect(asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, Routes: routes}), m, keys, logger)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
-	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	if err := checkExposure(ln, "--addr", keys, prod.insecure); err != nil {
+		ln.Close()
+		return err
+	}
+	metricsLn, err := prod.listenMetrics(keys)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	if err != nil {
+		ln.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
+		return err
+	}
 	defer bg.stop()
 	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %d workers)\n", asyncfnhttp.Routes(reg), ln.Addr(), c.store, c.workers)
+	if metricsLn != nil {
+		fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
+	}
+	defer serveMetrics(ctx, metricsLn, m, keys, logger)()
 	return serveHTTP(ctx, ln, handler, svcCfg.PollWait, logger)
 }
 
@@ -243,6 +277,8 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	var c common
 	c.register(fs, asyncfn.DefaultPoolConfig().Concurrency)
 	addr := fs.String("addr", "", "address for /healthz and /readyz (empty: no HTTP at all)")
+	var prod production
+	prod.register(fs, false)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
@@ -253,23 +289,46 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if c.workers <= 0 {
 		return errors.New("--workers must be positive for a worker process")
 	}
+	keys, err := prod.apiKeys(getenv)
+	if err != nil {
+		return err
+	}
+	if functions, err = prod.limit(functions); err != nil {
+		return err
+	}
 	reg, err := c.registry(functions)
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, c.store)
+	store, err := openStore(ctx, c.store, logger)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	hub := asyncfn.NewHub()
-	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	m, _, store, obs := prod.observe(reg, store, false)
+	c.observer = obs
+	metricsLn, err := prod.listenMetrics(keys)
 	if err != nil {
 		return err
 	}
+	announceMetrics := func() {
+		if metricsLn != nil {
+			fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
+		}
+	}
+	hub := asyncfn.NewHub()
+	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	if err != nil {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
+		return err
+	}
 	defer bg.stop()
+	defer serveMetrics(ctx, metricsLn, m, keys, logger)()
 	if *addr == "" {
 		fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once)\n", asyncfnhttp.Routes(reg), c.store, c.workers)
+		announceMetrics()
 		<-ctx.Done()
 		logger.Info("shutting down")
 		return nil
@@ -279,21 +338,35 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("--addr %s: %w", *addr, err)
 	}
 	fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once), health on http://%s\n", asyncfnhttp.Routes(reg), c.store, c.workers, ln.Addr())
+	announceMetrics()
 	return serveHTTP(ctx, ln, asyncfnhttp.HealthHandler(store, logger), 0, logger)
 }
 
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "Creates or upgrades the store's schema, then exits (serve and worker also do it at start).", stderr)
 	spec := fs.String("store", "asyncfn.db", storeHelp)
+	var log logFlags
+	log.register(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	store, err := openStore(ctx, *spec)
+	logger, err := log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if isPostgres(*spec) {
+		err = postgres.Migrate(ctx, *spec, postgres.Options{Logger: logger})
+	} else {
+		var store asyncfn.Store
+		if store, err = openStore(ctx, *spec, logger); err == nil {
+			err = store.Close()
+		}
+	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "asyncfn: the store %s is ready\n", *spec)
-	return store.Close()
+	return nil
 }
 
 func createTable(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -61,7 +61,11 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 	// One byte past the limit tells a body at the limit from a larger one.
 	n, err := buf.ReadFrom(io.LimitReader(body, max+1))
 	if err != nil {
-		return nil, decodeError(err, "the request body", tooLarge)
+		what := "the request body"
+		if body != raw {
+			what = strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+		}
+		return nil, decodeError(err, what, tooLarge)
 	}
 	if n > max {
 		return nil, tooLarge

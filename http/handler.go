@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/asyncfn/asyncfn"
 )
@@ -189,6 +191,7 @@ var errorStatus = []struct {
 	{asyncfn.ErrConflict, http.StatusConflict},
 	{asyncfn.ErrOverloaded, http.StatusTooManyRequests},
 	{asyncfn.ErrUnavailable, http.StatusServiceUnavailable},
+	{asyncfn.ErrDispatch, http.StatusServiceUnavailable},
 	{asyncfn.ErrClosed, http.StatusServiceUnavailable},
 }
 
@@ -196,6 +199,7 @@ var errorStatus = []struct {
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error, key asyncfn.Key) {
 	var reqErr *requestError
 	if errors.As(err, &reqErr) {
+		h.rejected(r, key, reqErr.status)
 		writeText(w, reqErr.status, reqErr.msg)
 		return
 	}
@@ -221,12 +225,16 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error, 
 		msg = "the service has too many batches queued; Snowflake will retry."
 	case http.StatusServiceUnavailable:
 		msg = "the service's store is unavailable; Snowflake will retry."
+		if errors.Is(err, asyncfn.ErrDispatch) {
+			msg = "the service could not start a worker for the batch; Snowflake will retry."
+		}
 	default:
 		msg = "the service failed with an internal error; see its log."
 	}
 	if status >= 500 {
 		h.logger.Error("request failed", "method", r.Method, "function", key.Function, "batch_id", key.BatchID, "status", status, "err", err)
 	}
+	h.rejected(r, key, status)
 	writeText(w, status, msg)
 }
 
@@ -239,11 +247,36 @@ func Routes(reg *asyncfn.Registry) string {
 	return strings.Join(names, ", ")
 }
 
+// writeText answers with a plain-text body; an error's body is made one sentence on one
+// line, because Snowflake puts it into the SQL error the user reads.
 func writeText(w http.ResponseWriter, status int, msg string) {
+	if status >= 400 {
+		msg = sentence(msg)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	fmt.Fprint(w, msg)
+}
+
+// maxMessage bounds an error body: a function's error may quote a whole response.
+const maxMessage = 1000
+
+// sentence folds msg onto one line (control characters and runs of space become one
+// space), cuts it to maxMessage bytes on a character boundary, and ends it with a full stop.
+func sentence(msg string) string {
+	msg = strings.Join(strings.FieldsFunc(msg, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
+	if len(msg) > maxMessage {
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
+	}
+	if msg == "" || !strings.ContainsAny(msg[len(msg)-1:], ".!?") {
+		msg += "."
+	}
+	return msg
 }
 
 // Recover turns a panic in a handler into a 500 and a log line, so that one bad request

@@ -1,0 +1,267 @@
+package asyncfn_test
+
+// docker cannot build on every machine that runs the tests, so the Dockerfile and the
+// deployment files are checked by reading them: the image is multi-stage, built static,
+// and runs as a non-root user; the SPCS specification and SQL agree with each other and
+// with the routes; the systemd unit is hardened.
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// instruction is one Dockerfile instruction, continuation lines joined.
+type instruction struct {
+	cmd  string // upper case
+	args string
+}
+
+type stage struct {
+	from, name string
+	body       []instruction
+}
+
+func parseDockerfile(t *testing.T, path string) []stage {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []stage
+	var cur strings.Builder
+	flush := func() {
+		line := strings.TrimSpace(cur.String())
+		cur.Reset()
+		if line == "" {
+			return
+		}
+		cmd, args, _ := strings.Cut(line, " ")
+		in := instruction{strings.ToUpper(cmd), strings.TrimSpace(args)}
+		if in.cmd == "FROM" {
+			f := strings.Fields(in.args)
+			var s stage
+			for i := 0; i < len(f); i++ {
+				switch {
+				case strings.HasPrefix(f[i], "--"):
+				case strings.EqualFold(f[i], "AS") && i+1 < len(f):
+					s.name = f[i+1]
+					i++
+				case s.from == "":
+					s.from = f[i]
+				}
+			}
+			stages = append(stages, s)
+			return
+		}
+		if len(stages) == 0 {
+			if in.cmd != "ARG" {
+				t.Errorf("%s before the first FROM", in.cmd)
+			}
+			return
+		}
+		stages[len(stages)-1].body = append(stages[len(stages)-1].body, in)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") && cur.Len() == 0 {
+			continue
+		}
+		if strings.HasPrefix(trimmed, "#") { // a comment inside a continued instruction
+			continue
+		}
+		if strings.HasSuffix(trimmed, "\\") {
+			cur.WriteString(strings.TrimSuffix(trimmed, "\\") + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		flush()
+	}
+	flush()
+	return stages
+}
+
+func (s stage) all(cmd string) []string {
+	var out []string
+	for _, in := range s.body {
+		if in.cmd == cmd {
+			out = append(out, in.args)
+		}
+	}
+	return out
+}
+
+func TestDockerfile(t *testing.T) {
+	stages := parseDockerfile(t, "Dockerfile")
+	if len(stages) < 2 {
+		t.Fatalf("%d stages, want a build stage and a runtime stage", len(stages))
+	}
+	build, final := stages[0], stages[len(stages)-1]
+	if build.name == "" || !strings.HasPrefix(build.from, "golang:") {
+		t.Errorf("the first stage is FROM %s AS %q, want a named golang stage", build.from, build.name)
+	}
+	// The build image's Go is the one go.mod asks for.
+	mod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod); m == nil || !strings.HasPrefix(build.from, "golang:"+string(m[1])) {
+		t.Errorf("the build stage is FROM %s, want golang:%s (go.mod)", build.from, m[1])
+	}
+	var buildCmd string
+	for _, run := range build.all("RUN") {
+		if strings.Contains(run, "go build") {
+			buildCmd = run
+		}
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "./cmd/asyncfn"} {
+		if !strings.Contains(buildCmd, want) {
+			t.Errorf("the go build command %q lacks %s", buildCmd, want)
+		}
+	}
+	if !regexp.MustCompile(`-ldflags[= ]["']?-s -w["']?`).MatchString(buildCmd) {
+		t.Errorf("the go build command %q does not strip symbols (-ldflags=\"-s -w\")", buildCmd)
+	}
+
+	if !strings.HasPrefix(final.from, "gcr.io/distroless/static") && final.from != "scratch" {
+		t.Errorf("the runtime stage is FROM %s, want distroless/static or scratch", final.from)
+	}
+	if len(final.all("RUN")) > 0 {
+		t.Errorf("the runtime stage runs commands; it should only copy the static binary")
+	}
+	copied := false
+	for _, c := range final.all("COPY") {
+		if strings.Contains(c, "--from="+build.name) && strings.Contains(c, "/asyncfn") {
+			copied = true
+		}
+	}
+	if !copied {
+		t.Errorf("the runtime stage does not COPY --from=%s the binary", build.name)
+	}
+	users := final.all("USER")
+	if len(users) == 0 {
+		t.Fatalf("the runtime stage sets no USER: it would run as root")
+	}
+	user := users[len(users)-1]
+	if u, _, _ := strings.Cut(user, ":"); u == "root" || u == "0" || (u != "nonroot" && u != "65532") {
+		t.Errorf("USER %s, want nonroot or 65532", user)
+	}
+	if exp := final.all("EXPOSE"); len(exp) != 1 || exp[0] != "8080" {
+		t.Errorf("EXPOSE %v, want 8080", exp)
+	}
+	eps := final.all("ENTRYPOINT")
+	if len(eps) != 1 {
+		t.Fatalf("%d ENTRYPOINTs, want one", len(eps))
+	}
+	var entry []string
+	if err := json.Unmarshal([]byte(eps[0]), &entry); err != nil {
+		t.Fatalf("ENTRYPOINT %s is not in exec (JSON) form, which gets signals: %v", eps[0], err)
+	}
+	joined := strings.Join(entry, " ")
+	if !strings.HasSuffix(entry[0], "/asyncfn") || !strings.Contains(joined, " serve ") || !strings.Contains(joined, "--addr 0.0.0.0:8080") {
+		t.Errorf("ENTRYPOINT %v, want asyncfn serve --addr 0.0.0.0:8080 ...", entry)
+	}
+	// No secret, and no --insecure, is baked into the image.
+	for _, s := range stages {
+		for _, in := range s.body {
+			if (in.cmd == "ENV" || in.cmd == "ARG") && regexp.MustCompile(`(?i)API_KEY|INSECURE`).MatchString(in.args) {
+				t.Errorf("%s %s bakes a key or --insecure into the image", in.cmd, in.args)
+			}
+		}
+	}
+	if strings.Contains(joined, "--insecure") || strings.Contains(joined, "--api-key") {
+		t.Errorf("ENTRYPOINT %v bakes a key or --insecure into the image", entry)
+	}
+
+	ignore, err := os.ReadFile(".dockerignore")
+	if err != nil {
+		t.Fatalf(".dockerignore: %v (without it the build context carries .git and databases)", err)
+	}
+	for _, want := range []string{".git", "*.db"} {
+		if !strings.Contains(string(ignore), want) {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+}
+
+func TestSPCSDeployment(t *testing.T) {
+	spec, err := os.ReadFile("deploy/spcs/service.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql, err := os.ReadFile("deploy/spcs/setup.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := string(spec)
+	if strings.Contains(y, "\t") {
+		t.Errorf("service.yaml contains tabs, which YAML forbids for indentation")
+	}
+	for _, re := range []string{
+		`(?m)^spec:\n  containers:\n  - name: asyncfn\n`,
+		`(?m)^    image: /asyncfn_db/public/asyncfn_repo/asyncfn:\S+$`,
+		`(?m)^    readinessProbe:\n      port: 8080\n      path: /readyz$`,
+		`(?m)^  endpoints:\n  - name: api\n    port: 8080\n`,
+		`(?m)^      mountPath: /data$`, // where the image's --store points
+	} {
+		if !regexp.MustCompile(re).MatchString(y) {
+			t.Errorf("service.yaml does not match %s", re)
+		}
+	}
+	s := string(sql)
+	for _, re := range []string{
+		`(?i)CREATE IMAGE REPOSITORY IF NOT EXISTS asyncfn_repo`,
+		`(?is)CREATE SERVICE IF NOT EXISTS asyncfn\s+IN COMPUTE POOL asyncfn_pool\s+FROM @\w+ SPECIFICATION_FILE = 'service.yaml'`,
+		`(?is)CREATE (OR REPLACE )?FUNCTION sentiment\(text VARCHAR\)\s+RETURNS VARIANT\s+SERVICE = asyncfn\s+ENDPOINT = api\s+MAX_BATCH_ROWS = \d+\s+AS '/sentiment';`,
+	} {
+		if !regexp.MustCompile(re).MatchString(s) {
+			t.Errorf("setup.sql does not match %s", re)
+		}
+	}
+	// Every function's route is one the binary serves.
+	for _, m := range regexp.MustCompile(`AS '/([^']+)'`).FindAllStringSubmatch(s, -1) {
+		switch m[1] {
+		case "sentiment", "vader", "echo":
+		default:
+			t.Errorf("setup.sql maps a function to /%s, which asyncfn does not serve", m[1])
+		}
+	}
+	// The image path of the spec is the repository the SQL creates.
+	if !strings.Contains(y, "/asyncfn_db/public/asyncfn_repo/") || !strings.Contains(s, "CREATE DATABASE IF NOT EXISTS asyncfn_db") {
+		t.Errorf("service.yaml's image is not in the repository setup.sql creates")
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("deploy/systemd/asyncfn.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string][]string{}
+	for _, line := range strings.Split(strings.ReplaceAll(string(unit), "\\\n", " "), "\n") {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			settings[k] = append(settings[k], strings.TrimSpace(v))
+		}
+	}
+	exec := strings.Join(settings["ExecStart"], " ")
+	for _, want := range []string{"asyncfn serve", "--api-key-file"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %s", exec, want)
+		}
+	}
+	for k, v := range map[string]string{
+		"DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+		"PrivateTmp": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "", "RestrictNamespaces": "yes",
+		"MemoryDenyWriteExecute": "yes", "StateDirectory": "asyncfn", "KillSignal": "SIGTERM",
+	} {
+		if got := settings[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("%s=%v, want %q", k, got, v)
+		}
+	}
+	if len(settings["LoadCredential"]) == 0 {
+		t.Errorf("no LoadCredential: the API keys would have to be on the command line or in the environment")
+	}
+}
