@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/asyncfn/asyncfn/caller"
+)
+
+const benchUsage = `usage: asyncfn bench [flags] URL
+
+Loads the external-function service at URL as Snowflake would, with the same caller as
+"asyncfn call" (every check of the answers included), and prints rows and batches per
+second, POST, GET and whole-batch latency percentiles, polls per batch, retries and
+errors. With --baseline it first runs the same load against an in-process synchronous
+echo handler on 127.0.0.1 and prints the ratio of the two throughputs.
+
+flags:
+`
+
+// runBench implements "asyncfn bench".
+func runBench(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("asyncfn bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	var cf clientFlags
+	cf.register(fs, 16)
+	var in inputFlags
+	in.register(fs)
+	fs.IntVar(&cf.batchRows, "rows", caller.DefaultMaxBatchRows, "rows per batch")
+	batches := fs.Int("batches", 256, "batches to send (256 x 4096 rows is about a million rows); 0 with --duration: until the duration is over")
+	duration := fs.Duration("duration", 0, "stop starting batches after this long (0: no limit); without --batches, run for this long")
+	baseline := fs.Bool("baseline", false, "first run the same load against an in-process synchronous echo handler, then print the ratio service/baseline rows per second")
+	jsonOut := fs.Bool("json", false, "print one JSON line instead of the text report")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("asyncfn bench: give exactly one service URL")
+	}
+	if *duration > 0 && !flagSet(fs, "batches") {
+		*batches = 0
+	}
+	var rows []caller.Row
+	columns := []string{"$1"}
+	if in.anySet() {
+		src, _, closeInput, err := in.open(stdin)
+		if err != nil {
+			return err
+		}
+		defer closeInput()
+		r, err := in.reader(src)
+		if err != nil {
+			return err
+		}
+		if rows, err = readRows(r, *batches*cf.batchRows); err != nil {
+			return err
+		}
+		columns = r.Columns()
+	}
+	cfg, err := cf.config(fs.Arg(0), columns, in.argType())
+	if err != nil {
+		return err
+	}
+	bench := caller.BenchConfig{Config: cfg, Batches: *batches, Duration: *duration, Rows: rows}
+
+	var report benchReport
+	if *baseline {
+		server, err := caller.StartBaseline()
+		if err != nil {
+			return err
+		}
+		b := bench
+		b.URL = server.URL
+		result, err := caller.Bench(ctx, b)
+		closeErr := server.Close()
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		if closeErr != nil {
+			return closeErr
+		}
+		report.Baseline = &result
+	}
+	if report.BenchResult, err = caller.Bench(ctx, bench); err != nil {
+		return err
+	}
+	if report.Baseline != nil && report.Baseline.RowsPerSecond > 0 {
+		report.Ratio = report.RowsPerSecond / report.Baseline.RowsPerSecond
+	}
+	if *jsonOut {
+		line, err := json.Marshal(report)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", line)
+		return err
+	}
+	if report.Baseline != nil {
+		fmt.Fprintf(stdout, "baseline (in-process synchronous echo, run first)\n%s\nservice\n", report.Baseline.Report())
+	}
+	fmt.Fprint(stdout, report.Report())
+	if report.Baseline != nil {
+		fmt.Fprintf(stdout, "\nratio         %.3f (service rows/s / baseline rows/s)\n", report.Ratio)
+	}
+	return nil
+}
+
+// benchReport is the service's result, with the baseline's and the ratio of their rows
+// per second when --baseline ran.
+type benchReport struct {
+	caller.BenchResult
+	Baseline *caller.BenchResult `json:"baseline,omitempty"`
+	Ratio    float64             `json:"ratio,omitempty"`
+}
+
+// readRows reads up to limit rows (all when limit is 0): a load test sends the same
+// rows over and over, so more would be wasted memory.
+func readRows(in caller.RowReader, limit int) ([]caller.Row, error) {
+	var rows []caller.Row
+	for limit == 0 || len(rows) < limit {
+		row, err := in.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading row %d: %w", len(rows)+1, err)
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) == 0 {
+		return nil, errors.New("the input has no rows")
+	}
+	return rows, nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

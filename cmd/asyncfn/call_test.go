@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/asyncfn/asyncfn/caller"
+)
+
+// echoURL serves caller.BaselineHandler for the test and returns its URL ending in /echo.
+func echoURL(t *testing.T) string {
+	t.Helper()
+	server := httptest.NewServer(caller.BaselineHandler())
+	t.Cleanup(server.Close)
+	return server.URL + "/echo"
+}
+
+// call runs "asyncfn call args..." with stdin and returns stdout, stderr and the error.
+func call(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr strings.Builder
+	err := runCall(context.Background(), args, func(string) string { return "" }, strings.NewReader(stdin), &stdout, &stderr)
+	return stdout.String(), stderr.String(), err
+}
+
+func TestCallArgs(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := call(t, "", echoURL(t), "hello", "wörld")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `+-----+----------+
+| Row | ECHO($1) |
+|-----+----------|
+|   1 | "hello"  |
+|   2 | "wörld"  |
++-----+----------+
+`
+	if stdout != want || stderr != "" {
+		t.Errorf("stdout\n%s\nwant\n%s\nstderr %q", stdout, want, stderr)
+	}
+}
+
+func TestCallCSVFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "reviews.csv")
+	if err := os.WriteFile(file, []byte("id,text\n1,great\n2,\"bad, really\"\n3,ok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := call(t, "", "--input", file, "--columns", "text", "--output", "csv",
+		"--max-batch-rows", "2", "--concurrency", "2", echoURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "text,ECHO(text)\ngreat,great\n\"bad, really\",\"bad, really\"\nok,ok\n"
+	if stdout != want {
+		t.Errorf("stdout\n%s\nwant\n%s", stdout, want)
+	}
+}
+
+func TestCallStdinJSONLines(t *testing.T) {
+	t.Parallel()
+	stdout, _, err := call(t, "one\ntwo\n", "--output", "json", "--compression", "deflate", echoURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"row":1,"input":["one"],"value":"one"}` + "\n" + `{"row":2,"input":["two"],"value":"two"}` + "\n"
+	if stdout != want {
+		t.Errorf("stdout\n%s\nwant\n%s", stdout, want)
+	}
+}
+
+func TestCallJSONLinesFromStdinWithFormat(t *testing.T) {
+	t.Parallel()
+	stdout, _, err := call(t, `{"n":12345678901234567890.5,"s":"x"}`+"\n", "--format", "jsonl", "--columns", "n", "--output", "csv", echoURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "n,ECHO(n)\n12345678901234567890.5,12345678901234567890.5\n"; stdout != want {
+		t.Errorf("stdout %q, want %q", stdout, want)
+	}
+}
+
+// TestCallHeaders checks that the flags reach the service as Snowflake's headers.
+func TestCallHeaders(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got http.Header
+	baseline := caller.BaselineHandler()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+		baseline.ServeHTTP(w, r)
+	}))
+	defer server.Close()
+	_, _, err := call(t, "row\n", "--name", "MY_FN", "--return-type", "VARCHAR", "--query-id", "q-1",
+		"--header", "team=data", "--header", "env=test", "--context", "current_role=ANALYST",
+		"--compression", "gzip", "--input", "-", server.URL+"/whatever")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for name, want := range map[string]string{
+		"Sf-External-Function-Name":             "MY_FN",
+		"Sf-External-Function-Signature":        "(ARG1 VARCHAR)",
+		"Sf-External-Function-Return-Type":      "VARCHAR",
+		"Sf-External-Function-Current-Query-Id": "q-1",
+		"Sf-External-Function-Query-Batch-Id":   "q-1:1:1:0:0",
+		"Sf-Custom-Team":                        "data",
+		"Sf-Custom-Env":                         "test",
+		"Sf-Context-Current_role":               "ANALYST",
+		"Content-Encoding":                      "gzip",
+	} {
+		if got.Get(name) != want {
+			t.Errorf("%s: %q, want %q", name, got.Get(name), want)
+		}
+	}
+}
+
+// TestCallFailure checks that a failed batch makes an error naming it, and no output.
+func TestCallFailure(t *testing.T) {
+	t.Parallel()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "the text is empty.", http.StatusBadRequest)
+	}))
+	defer server.Close()
+	stdout, _, err := call(t, "", "--query-id", "q-9", server.URL+"/sentiment", "a", "")
+	want := "rows 1 to 2: batch q-9:1:1:0:0: Request failed for external function SENTIMENT with remote service error: 400 'the text is empty.'"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant %s", err, want)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q, want nothing", stdout)
+	}
+}
+
+func TestCallStats(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := call(t, "", "--stats", echoURL(t), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"batches       1 ", "1 POST, 0 GET", "p50", "  batch "} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stats\n%s\nlack %q", stderr, want)
+		}
+	}
+}
+
+func TestCallUsageAndErrors(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := call(t, "")
+	if err == nil || !strings.Contains(stderr, "usage: asyncfn call [flags] URL [ARG...]") {
+		t.Errorf("no URL: error %v, stderr\n%s", err, stderr)
+	}
+	for _, want := range []string{"-max-batch-rows int", "(default 4096)", "-concurrency int", "(default 4)", "-timeout duration", "(default 10m0s)", "-compression string", `(default "none")`} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("usage lacks %q:\n%s", want, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"--input", "x.csv", "http://127.0.0.1:1/f", "arg"},
+		{"--output", "xml", "http://127.0.0.1:1/f", "arg"},
+		{"--format", "xml", "http://127.0.0.1:1/f"},
+		{"--compression", "br", "http://127.0.0.1:1/f", "arg"},
+		{"--concurrency", "0", "http://127.0.0.1:1/f", "arg"},
+		{"--header", "novalue", "http://127.0.0.1:1/f", "arg"},
+		{"--input", filepath.Join(t.TempDir(), "missing.csv"), "http://127.0.0.1:1/f"},
+		{"not a url", "arg"},
+	} {
+		if _, _, err := call(t, "", args...); err == nil {
+			t.Errorf("call %q succeeded", args)
+		}
+	}
+}
