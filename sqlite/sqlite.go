@@ -41,10 +41,8 @@ CREATE TABLE IF NOT EXISTS batches (
 	batch_id      TEXT    NOT NULL,
 	query_id      TEXT    NOT NULL,
 	state         TEXT    NOT NULL,
-	payload       BLOB,
 	digest        TEXT    NOT NULL,
 	rows          INTEGER NOT NULL,
-	result        BLOB,
 	error_kind    TEXT    NOT NULL DEFAULT '',
 	error_message TEXT    NOT NULL DEFAULT '',
 	attempts      INTEGER NOT NULL DEFAULT 0,
@@ -62,6 +60,16 @@ CREATE TABLE IF NOT EXISTS batches (
 -- Claims and Stats look at few states; the sweeper at expiry times.
 CREATE INDEX IF NOT EXISTS batches_state ON batches (state, created_at);
 CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at);
+-- Payloads and results live apart from the row they belong to: SQLite rewrites a whole
+-- record on UPDATE, and each state change of a batch would otherwise copy megabytes.
+CREATE TABLE IF NOT EXISTS blobs (
+	function TEXT NOT NULL,
+	batch_id TEXT NOT NULL,
+	kind     TEXT NOT NULL, -- payload or result
+	data     BLOB NOT NULL,
+	PRIMARY KEY (function, batch_id, kind)
+);
+PRAGMA user_version = 1;
 `
 
 // Open opens (creating if needed) the store in the file at path. It takes an exclusive
@@ -77,7 +85,10 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)"
+	// A large page cache keeps a batch's payload in memory from its POST to its claim;
+	// memory-mapped reads spare a system call per page of a large blob.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
+		"&_pragma=cache_size(-65536)&_pragma=mmap_size(1073741824)"
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		lock.Close()
@@ -93,6 +104,11 @@ func Open(path string) (*Store, error) {
 	read.SetMaxOpenConns(8)
 	s := &Store{write: write, read: read, lock: lock}
 	ctx := context.Background()
+	var version int
+	if err := write.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > 1 {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s: not a store of this version of asyncfn (schema version %d, %v)", path, version, err)
+	}
 	if _, err := write.ExecContext(ctx, schema); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: creating the schema: %w", path, err)
@@ -105,20 +121,19 @@ func Open(path string) (*Store, error) {
 }
 
 // columns are read by scan in this order.
-const columns = `function, batch_id, query_id, state, digest, rows, result, error_kind, error_message,
+const columns = `function, batch_id, query_id, state, digest, rows, error_kind, error_message,
 	attempts, max_attempts, owner, lease_until, run_after, created_at, started_at, finished_at,
 	delivered_at, expires_at`
 
-func scan(row interface{ Scan(...any) error }, withPayload bool) (*asyncfn.Batch, error) {
+// scan reads the columns, then the extra destinations (blobs joined in).
+func scan(row interface{ Scan(...any) error }, extra ...any) (*asyncfn.Batch, error) {
 	var b asyncfn.Batch
 	var kind, msg string
 	var lease, runAfter, created, started, finished, delivered, expires int64
-	dest := []any{&b.Key.Function, &b.Key.BatchID, &b.QueryID, &b.State, &b.Digest, &b.Rows, &b.Result,
+	dest := []any{&b.Key.Function, &b.Key.BatchID, &b.QueryID, &b.State, &b.Digest, &b.Rows,
 		&kind, &msg, &b.Attempts, &b.MaxAttempts, &b.Owner, &lease, &runAfter, &created, &started,
 		&finished, &delivered, &expires}
-	if withPayload {
-		dest = append(dest, &b.Payload)
-	}
+	dest = append(dest, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -183,11 +198,13 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
 	var old *asyncfn.Batch
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
-			WHERE function = ? AND batch_id = ? AND expires_at > ?`, b.Key.Function, b.Key.BatchID, nanos(b.CreatedAt)), false)
+		var result []byte
+		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+` FROM batches
+			WHERE function = ? AND batch_id = ? AND expires_at > ?`, b.Key.Function, b.Key.BatchID, nanos(b.CreatedAt)), &result)
 		switch {
 		case err == nil:
 			old = existing
+			old.Result = result
 			if existing.Digest == b.Digest {
 				return asyncfn.ErrDuplicate
 			}
@@ -196,12 +213,19 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 			return s.translate(err)
 		}
 		kind, msg := errorColumns(b.Error)
-		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
-			payload, digest, rows, error_kind, error_message, attempts, max_attempts, run_after, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Payload, b.Digest, b.Rows, kind, msg,
-			b.Attempts, b.MaxAttempts, nanos(b.RunAfter), nanos(b.CreatedAt), nanos(b.ExpiresAt))
-		return s.translate(err)
+		if _, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
+			digest, rows, error_kind, error_message, attempts, max_attempts, run_after, created_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
+			b.Attempts, b.MaxAttempts, nanos(b.RunAfter), nanos(b.CreatedAt), nanos(b.ExpiresAt)); err != nil {
+			return s.translate(err)
+		}
+		// A re-created expired key must not keep the old batch's result.
+		if _, err = tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ? AND kind = 'result'`,
+			b.Key.Function, b.Key.BatchID); err != nil {
+			return s.translate(err)
+		}
+		return s.putBlob(ctx, tx, b.Key, "payload", b.Payload)
 	})
 	return old, err
 }
@@ -210,13 +234,18 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 	if s.closed.Load() {
 		return nil, asyncfn.ErrClosed
 	}
-	cols := columns
+	var result, payload []byte
+	payloadCol := "NULL"
 	if withPayload {
-		cols += ", payload"
+		payloadCol = payloadBlob
 	}
-	b, err := scan(s.read.QueryRowContext(ctx, `SELECT `+cols+` FROM batches
-		WHERE function = ? AND batch_id = ? AND expires_at > ?`, key.Function, key.BatchID, nanos(now)), withPayload)
-	return b, s.translate(err)
+	b, err := scan(s.read.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+`, `+payloadCol+` FROM batches
+		WHERE function = ? AND batch_id = ? AND expires_at > ?`, key.Function, key.BatchID, nanos(now)), &result, &payload)
+	if err != nil {
+		return nil, s.translate(err)
+	}
+	b.Result, b.Payload = result, payload
+	return b, nil
 }
 
 // failAbandoned fails the running batches matching where (with args) whose lease expired
@@ -255,6 +284,22 @@ func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, wh
 	return nil
 }
 
+// resultBlob and payloadBlob select a batch's blobs in a query on batches.
+const (
+	resultBlob  = `(SELECT data FROM blobs WHERE blobs.function = batches.function AND blobs.batch_id = batches.batch_id AND blobs.kind = 'result')`
+	payloadBlob = `(SELECT data FROM blobs WHERE blobs.function = batches.function AND blobs.batch_id = batches.batch_id AND blobs.kind = 'payload')`
+)
+
+// putBlob stores a payload or result of key.
+func (s *Store) putBlob(ctx context.Context, tx *sql.Tx, key asyncfn.Key, kind string, data []byte) error {
+	if data == nil {
+		data = []byte{}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO blobs (function, batch_id, kind, data) VALUES (?, ?, ?, ?)`,
+		key.Function, key.BatchID, kind, data)
+	return s.translate(err)
+}
+
 // claimable is the condition on a claimable batch; its arguments are now, now, now.
 const claimable = `expires_at > ? AND ((state = 'queued' AND run_after <= ?)
 	OR (state = 'running' AND lease_until < ? AND attempts < max_attempts))`
@@ -266,7 +311,7 @@ func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, wh
 		started_at = ?, attempts = attempts + 1
 		WHERE rowid IN (SELECT rowid FROM batches WHERE `+claimable+` AND `+where+`
 			ORDER BY created_at LIMIT ?)
-		RETURNING `+columns+`, payload`,
+		RETURNING `+columns+`, `+payloadBlob,
 		append(append([]any{p.Owner, nanos(p.Now.Add(p.Lease)), now, now, now, now}, args...), p.Limit)...)
 	if err != nil {
 		return nil, s.translate(err)
@@ -274,10 +319,12 @@ func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, wh
 	defer rows.Close()
 	var out []*asyncfn.Batch
 	for rows.Next() {
-		b, err := scan(rows, true)
+		var payload []byte
+		b, err := scan(rows, &payload)
 		if err != nil {
 			return nil, s.translate(err)
 		}
+		b.Payload = payload
 		out = append(out, b)
 	}
 	if err := rows.Err(); err != nil {
@@ -374,7 +421,7 @@ func (s *Store) affectedOne(res sql.Result, err error) error {
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
-			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner), false)
+			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner))
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncfn.ErrLeaseLost
 		} else if err != nil {
@@ -382,12 +429,17 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		}
 		next := asyncfn.Finished(b, p)
 		kind, msg := errorColumns(next.Error)
-		_, err = tx.ExecContext(ctx, `UPDATE batches SET state = ?, result = ?, error_kind = ?, error_message = ?,
+		if _, err = tx.ExecContext(ctx, `UPDATE batches SET state = ?, error_kind = ?, error_message = ?,
 			attempts = ?, owner = '', lease_until = 0, run_after = ?, finished_at = ?
 			WHERE function = ? AND batch_id = ?`,
-			next.State, next.Result, kind, msg, next.Attempts, nanos(next.RunAfter), nanos(next.FinishedAt),
-			key.Function, key.BatchID)
-		return s.translate(err)
+			next.State, kind, msg, next.Attempts, nanos(next.RunAfter), nanos(next.FinishedAt),
+			key.Function, key.BatchID); err != nil {
+			return s.translate(err)
+		}
+		if next.State != asyncfn.Succeeded {
+			return nil
+		}
+		return s.putBlob(ctx, tx, key, "result", next.Result)
 	})
 }
 
@@ -413,17 +465,34 @@ func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expires
 }
 
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
-	var n int64
+	var n int
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM batches WHERE rowid IN
-			(SELECT rowid FROM batches WHERE expires_at <= ? LIMIT ?)`, nanos(now), limit)
+		rows, err := tx.QueryContext(ctx, `DELETE FROM batches WHERE rowid IN
+			(SELECT rowid FROM batches WHERE expires_at <= ? LIMIT ?) RETURNING function, batch_id`, nanos(now), limit)
 		if err != nil {
 			return s.translate(err)
 		}
-		n, err = res.RowsAffected()
-		return s.translate(err)
+		var keys []asyncfn.Key
+		for rows.Next() {
+			var k asyncfn.Key
+			if err := rows.Scan(&k.Function, &k.BatchID); err != nil {
+				rows.Close()
+				return s.translate(err)
+			}
+			keys = append(keys, k)
+		}
+		if err := rows.Close(); err != nil {
+			return s.translate(err)
+		}
+		for _, k := range keys {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ?`, k.Function, k.BatchID); err != nil {
+				return s.translate(err)
+			}
+		}
+		n = len(keys)
+		return nil
 	})
-	return int(n), err
+	return n, err
 }
 
 func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error) {
