@@ -13,13 +13,13 @@ import (
 // hints: whoever receives one re-reads the store.
 type Hub struct {
 	mu      sync.Mutex
-	done    map[Key][]chan struct{}
+	done    map[Key][]chan *Batch
 	queuedC []chan struct{}
 }
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{done: map[Key][]chan struct{}{}}
+	return &Hub{done: map[Key][]chan *Batch{}}
 }
 
 // Publish delivers e to the subscribers it concerns without blocking.
@@ -28,7 +28,7 @@ func (h *Hub) Publish(e Event) {
 	defer h.mu.Unlock()
 	if e.State.Done() {
 		for _, c := range h.done[e.Key] {
-			close(c)
+			c <- e.Batch // buffered, and each waiter is sent one value only
 		}
 		delete(h.done, e.Key)
 		return
@@ -43,11 +43,12 @@ func (h *Hub) Publish(e Event) {
 	}
 }
 
-// WaitDone returns a channel closed when key's batch is published as done, and a function
-// to call when no longer waiting. Subscribe before reading the store, so that no event
-// falls between the read and the wait.
-func (h *Hub) WaitDone(key Key) (<-chan struct{}, func()) {
-	c := make(chan struct{})
+// WaitDone returns a channel that receives once when key's batch is published as done
+// (the finished batch, or nil if the publisher did not have it), and a function to call
+// when no longer waiting. Subscribe before reading the store, so that no event falls
+// between the read and the wait.
+func (h *Hub) WaitDone(key Key) (<-chan *Batch, func()) {
+	c := make(chan *Batch, 1)
 	h.mu.Lock()
 	h.done[key] = append(h.done[key], c)
 	h.mu.Unlock()

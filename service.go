@@ -59,6 +59,11 @@ type ServiceConfig struct {
 	// Stalled is how long a queued batch may wait before a request dispatches it again.
 	// Default 10s.
 	Stalled time.Duration
+	// Local is the worker pool of this process, if it has one: a POST that may wait
+	// (SyncWait) hands its new batch straight to a free worker of it, created claimed,
+	// with the rows already parsed, and answers from the result in memory. Default nil:
+	// every batch goes through the queue.
+	Local *Pool
 }
 
 // DefaultServiceConfig returns the documented defaults.
@@ -136,7 +141,7 @@ type Request struct {
 	Key     Key
 	QueryID string
 	Payload []byte
-	Rows    int
+	Rows    []Row // Payload parsed by ParseRows
 }
 
 // Admit decides before the body is read whether a POST for key may go on. Under overload
@@ -173,20 +178,46 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		State:       Queued,
 		Payload:     r.Payload,
 		Digest:      Digest(r.Payload),
-		Rows:        r.Rows,
+		Rows:        len(r.Rows),
 		MaxAttempts: fn.MaxAttempts,
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(s.cfg.Retention),
 	}
 	log := s.logger.With("function", r.Key.Function, "batch_id", r.Key.BatchID, "query_id", r.QueryID)
+	var local *Reservation
+	var done <-chan *Batch
+	deadline := time.Now().Add(s.cfg.SyncWait)
+	if s.cfg.Local != nil && s.cfg.SyncWait > 0 && s.cfg.Dispatcher == nil {
+		// Waiting here for a worker, rather than queueing, spares a busy process the
+		// queue's round trip through the store; past the budget, the batch is queued.
+		reserveCtx, cancel := context.WithDeadline(ctx, deadline)
+		local = s.cfg.Local.Reserve(reserveCtx, r.Key.Function)
+		cancel()
+		if local != nil {
+			local.Lease(b)
+			c, unsubscribe := s.hub.WaitDone(r.Key)
+			defer unsubscribe()
+			done = c
+		}
+	}
 	old, err := s.store.Create(ctx, b)
-	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: r.Rows, Bytes: len(r.Payload), Duration: s.now().Sub(now)}
+	if err != nil && local != nil {
+		local.Cancel()
+	}
+	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: len(r.Rows), Bytes: len(r.Payload), Duration: s.now().Sub(now)}
 	switch {
+	case err == nil && local != nil:
+		s.obs.BatchAccepted(info)
+		log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
+		running := *b
+		running.Payload = nil
+		local.Run(b, r.Rows)
+		return s.hold(ctx, &running, time.Until(deadline), done)
 	case err == nil:
 		s.obs.BatchAccepted(info)
 		s.bumpDepth()
 		s.hub.Publish(Event{Key: r.Key, State: Queued})
-		log.Info("batch accepted", "rows", r.Rows, "bytes", len(r.Payload))
+		log.Info("batch accepted", "rows", len(r.Rows), "bytes", len(r.Payload))
 		if d := s.cfg.Dispatcher; d != nil {
 			if err := d.Dispatch(ctx, r.Key); err != nil {
 				log.Error("could not start a worker for the batch", "err", err)
@@ -225,7 +256,7 @@ func (s *Service) Poll(ctx context.Context, key Key) (*Batch, error) {
 
 // wait returns the batch once it is done, or its state after d.
 func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, error) {
-	var done <-chan struct{}
+	var done <-chan *Batch
 	if d > 0 {
 		c, unsubscribe := s.hub.WaitDone(key)
 		defer unsubscribe()
@@ -239,6 +270,13 @@ func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, e
 		return s.delivered(ctx, b), err
 	}
 	s.redispatchStalled(ctx, b)
+	return s.hold(ctx, b, d, done)
+}
+
+// hold waits up to d for the unfinished batch b to finish, woken by done (subscribed
+// before b was read) or, in case an event was missed, by rereading the store every
+// Recheck; it returns the batch as it last saw it.
+func (s *Service) hold(ctx context.Context, b *Batch, d time.Duration, done <-chan *Batch) (*Batch, error) {
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
 	recheck := time.NewTicker(s.cfg.Recheck)
@@ -249,14 +287,18 @@ func (s *Service) wait(ctx context.Context, key Key, d time.Duration) (*Batch, e
 			return b, nil
 		case <-timeout.C:
 			return b, nil
-		case <-done:
-			done = nil // closed: read once more, then rely on the timer and rechecks
+		case finished := <-done:
+			if finished != nil {
+				return s.delivered(ctx, finished), nil
+			}
+			done = nil // sent once: read the store, then rely on the timer and rechecks
 		case <-recheck.C:
 		}
-		b, err = s.store.Get(ctx, key, s.now(), false)
-		if err != nil || b.State.Done() {
-			return s.delivered(ctx, b), err
+		next, err := s.store.Get(ctx, b.Key, s.now(), false)
+		if err != nil || next.State.Done() {
+			return s.delivered(ctx, next), err
 		}
+		b = next
 	}
 }
 
@@ -284,17 +326,22 @@ func (s *Service) redispatchStalled(ctx context.Context, b *Batch) {
 	}
 }
 
-// delivered records the first time a finished batch's answer goes out, which starts its
-// grace period. A failure to record it only delays the cleanup, so it is logged, not
-// returned.
+// delivered records, in the background, the first time a finished batch's answer goes
+// out, which starts its grace period: the answer need not wait for that write, and a
+// failure to record it only delays the cleanup, so it is logged, not returned.
 func (s *Service) delivered(ctx context.Context, b *Batch) *Batch {
 	if b == nil || !b.State.Done() || !b.DeliveredAt.IsZero() {
 		return b
 	}
 	now := s.now()
-	if err := s.store.MarkDelivered(ctx, b.Key, now, now.Add(s.cfg.Grace)); err != nil && !errors.Is(err, ErrNotFound) {
-		s.logger.Warn("could not record the delivery of a batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
-	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		err := s.store.MarkDelivered(ctx, b.Key, now, now.Add(s.cfg.Grace))
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
+			s.logger.Warn("could not record the delivery of a batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
+		}
+	}()
 	return b
 }
 

@@ -40,10 +40,15 @@ func newService(t *testing.T, edit func(*asyncfn.ServiceConfig), fns ...asyncfn.
 }
 
 func request(fn, id, payload string) asyncfn.Request {
-	return asyncfn.Request{Key: asyncfn.Key{Function: fn, BatchID: id}, QueryID: "q-" + id, Payload: []byte(payload), Rows: 1}
+	rows, err := asyncfn.ParseRows([]byte(payload))
+	if err != nil {
+		panic(err)
+	}
+	return asyncfn.Request{Key: asyncfn.Key{Function: fn, BatchID: id}, QueryID: "q-" + id, Payload: []byte(payload), Rows: rows}
 }
 
-func isClosed(c <-chan struct{}) bool {
+// notified reports whether c has received a done event.
+func notified(c <-chan *asyncfn.Batch) bool {
 	select {
 	case <-c:
 		return true
@@ -65,22 +70,22 @@ func TestHubWaitDone(t *testing.T) {
 
 	h.Publish(asyncfn.Event{Key: key, State: asyncfn.Queued})
 	h.Publish(asyncfn.Event{Key: key, State: asyncfn.Running})
-	if isClosed(c1) || isClosed(c2) {
+	if notified(c1) || notified(c2) {
 		t.Fatal("WaitDone's channel closed on an event that is not done")
 	}
 	unsub1()
-	h.Publish(asyncfn.Event{Key: key, State: asyncfn.Succeeded})
-	if isClosed(c1) {
+	h.Publish(asyncfn.Event{Key: key, State: asyncfn.Succeeded, Batch: &asyncfn.Batch{Key: key, State: asyncfn.Succeeded}})
+	if notified(c1) {
 		t.Error("an unsubscribed waiter was notified")
 	}
-	if !isClosed(c2) {
+	if !notified(c2) {
 		t.Error("WaitDone's channel not closed on a done event")
 	}
-	if isClosed(c3) {
+	if notified(c3) {
 		t.Error("a waiter of another key was notified")
 	}
 	h.Publish(asyncfn.Event{Key: other, State: asyncfn.Failed})
-	if !isClosed(c3) {
+	if !notified(c3) {
 		t.Error("WaitDone's channel not closed on a failed event")
 	}
 	// Publishing again, and unsubscribing after the close, is harmless.
@@ -91,7 +96,7 @@ func TestHubWaitDone(t *testing.T) {
 	// A new waiter after the event waits for the next one.
 	c4, unsub4 := h.WaitDone(key)
 	defer unsub4()
-	if isClosed(c4) {
+	if notified(c4) {
 		t.Error("a new waiter saw an old event")
 	}
 }

@@ -18,7 +18,9 @@ import (
 // ErrUnavailable; after Close every method returns ErrClosed.
 type Store interface {
 	// Create stores b, which must be Queued with Key, Payload, Digest, Rows, MaxAttempts,
-	// CreatedAt and ExpiresAt set; b.CreatedAt is its now. If a live batch with b.Key exists, Create changes
+	// CreatedAt and ExpiresAt set; b.CreatedAt is its now. b may instead be Running,
+	// claimed by its creator (a worker of the accepting process runs it at once), with
+	// Owner, LeaseUntil, StartedAt and Attempts 1 set as Claim would set them. If a live batch with b.Key exists, Create changes
 	// nothing and returns a copy of it with ErrDuplicate when its Digest equals b.Digest,
 	// or with ErrConflict when it does not. Creating the same key concurrently stores
 	// exactly one batch; every other caller gets ErrDuplicate or ErrConflict. A key whose
@@ -104,10 +106,15 @@ type Stats struct {
 }
 
 // Event tells that a batch changed: Queued (new or retried: workers may claim it) or done
-// (Succeeded or Failed: a held poll may answer).
+// (Succeeded or Failed: a held poll may answer). A zero Key means some batch of that state
+// (a notification too long to name it).
 type Event struct {
 	Key   Key
 	State State
+	// Batch is the finished batch, without its payload, when the publisher has it in
+	// memory (a worker of this process): a held request answers from it without reading
+	// the store. Nil in events from other processes.
+	Batch *Batch
 }
 
 // Notifier is implemented by stores shared by several processes that can tell each

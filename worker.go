@@ -93,6 +93,9 @@ type Pool struct {
 	runCtx    context.Context // cancelled when the shutdown deadline passes
 	cancelRun context.CancelFunc
 	stopOnce  sync.Once
+	// mu orders Reserve against Stop: no reservation is taken once Stop waits.
+	mu       sync.Mutex
+	stopping bool
 }
 
 // NewPool returns a pool that runs the functions in registry on batches from store.
@@ -125,6 +128,9 @@ func (p *Pool) Start(ctx context.Context) {
 // once.
 func (p *Pool) Stop() {
 	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		p.stopping = true
+		p.mu.Unlock()
 		p.claims.stop()
 		finished := make(chan struct{})
 		go func() { p.running.Wait(); close(finished) }()
@@ -157,7 +163,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 		return err
 	}
 	p.running.Add(1)
-	p.run(ctx, b)
+	p.run(ctx, b, nil)
 	return nil
 }
 
@@ -232,7 +238,7 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 		p.running.Add(1)
 		go func() {
 			defer p.release(b.Key.Function)
-			p.run(p.runCtx, b)
+			p.run(p.runCtx, b, nil)
 		}()
 	}
 	return len(batches), err
@@ -249,9 +255,63 @@ func (p *Pool) release(function string) {
 	}
 }
 
+// Reservation is a worker slot held for a batch that the front end of this process is
+// about to create claimed by the pool, so that it runs at once.
+type Reservation struct {
+	pool     *Pool
+	function string
+}
+
+// Reserve holds a worker slot for a batch of function, waiting for one to be free until
+// ctx is done; it returns nil then, or if the pool is stopping. The caller must Run or
+// Cancel the reservation.
+func (p *Pool) Reserve(ctx context.Context, function string) *Reservation {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	if sem := p.perFunc[function]; sem != nil {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			<-p.slots
+			return nil
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping {
+		p.release(function)
+		return nil
+	}
+	p.running.Add(1)
+	return &Reservation{pool: p, function: function}
+}
+
+// Lease marks b as claimed by the pool, as Claim would, for Store.Create.
+func (r *Reservation) Lease(b *Batch) {
+	b.State, b.Owner, b.Attempts = Running, r.pool.cfg.ID, 1
+	b.StartedAt, b.LeaseUntil = b.CreatedAt, b.CreatedAt.Add(r.pool.cfg.Lease)
+}
+
+// Run runs the created batch on the reserved slot in the background, from its rows.
+func (r *Reservation) Run(b *Batch, rows []Row) {
+	go func() {
+		defer r.pool.release(r.function)
+		r.pool.run(r.pool.runCtx, b, rows)
+	}()
+}
+
+// Cancel gives the slot back: the batch was not created.
+func (r *Reservation) Cancel() {
+	r.pool.release(r.function)
+	r.pool.running.Done()
+}
+
 // run runs one claimed batch to the end of its attempt and records the outcome. ctx is
 // cancelled when the pool gives up waiting at shutdown.
-func (p *Pool) run(ctx context.Context, b *Batch) {
+func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	defer p.running.Done()
 	log := p.logger.With("function", b.Key.Function, "batch_id", b.Key.BatchID, "query_id", b.QueryID, "attempt", b.Attempts)
 	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
@@ -261,7 +321,7 @@ func (p *Pool) run(ctx context.Context, b *Batch) {
 	p.obs.BatchStarted(info)
 	stopHeartbeat := p.heartbeat(runCtx, b.Key, cancel, log)
 	began := time.Now()
-	result, fail := p.call(runCtx, fn, b)
+	result, fail := p.call(runCtx, fn, b, rows)
 	stopHeartbeat()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
@@ -296,26 +356,30 @@ func (p *Pool) run(ctx context.Context, b *Batch) {
 		info.Total = finish.Now.Sub(b.CreatedAt)
 	}
 	p.obs.BatchFinished(info) // before publishing, so a waiting client sees it counted
-	switch {
-	case finish.Retry:
+	if finish.Retry {
 		p.hub.Publish(Event{Key: b.Key, State: Queued})
-	case finish.Error != nil:
-		p.hub.Publish(Event{Key: b.Key, State: Failed})
+		return
+	}
+	done := Finished(b, finish)
+	done.Payload = nil
+	p.hub.Publish(Event{Key: b.Key, State: done.State, Batch: done})
+	if finish.Error != nil {
 		log.Warn("batch failed", "kind", finish.Error.Kind, "err", finish.Error.Message, "duration", time.Since(began))
-	default:
-		p.hub.Publish(Event{Key: b.Key, State: Succeeded})
+	} else {
 		log.Info("batch succeeded", "rows", b.Rows, "duration", time.Since(began))
 	}
 }
 
-// call runs the function on the batch's rows within its timeout and returns the encoded
-// result or the error to store. A panic becomes an Internal error. A function that
-// ignores its context past the timeout is abandoned (its goroutine runs on) so that the
-// batch still fails in time.
-func (p *Pool) call(ctx context.Context, fn Function, b *Batch) ([]byte, *Error) {
-	rows, err := ParseRows(b.Payload)
-	if err != nil {
-		return nil, AsError(err)
+// call runs the function on the batch's rows (parsed from its payload unless given)
+// within its timeout and returns the encoded result or the error to store. A panic becomes
+// an Internal error. A function that ignores its context past the timeout is abandoned
+// (its goroutine runs on) so that the batch still fails in time.
+func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]byte, *Error) {
+	if rows == nil {
+		var err error
+		if rows, err = ParseRows(b.Payload); err != nil {
+			return nil, AsError(err)
+		}
 	}
 	callCtx, cancel := context.WithTimeout(ctx, fn.Timeout)
 	defer cancel()

@@ -71,7 +71,7 @@ type common struct {
 	attempts        int
 	backoff         time.Duration
 	log             logFlags
-	observer        asyncfn.Observer // set by the command before startBackground
+	observer        asyncfn.Observer // set by the command before newBackground
 }
 
 func (c *common) register(fs *flag.FlagSet, workersDefault int) {
@@ -121,7 +121,8 @@ type background struct {
 	sweeper *asyncfn.Sweeper
 }
 
-func (c *common) startBackground(ctx context.Context, store asyncfn.Store, reg *asyncfn.Registry, hub *asyncfn.Hub, logger *slog.Logger) (*background, error) {
+// newBackground builds the loops without starting them: the service needs the pool.
+func (c *common) newBackground(store asyncfn.Store, reg *asyncfn.Registry, hub *asyncfn.Hub, logger *slog.Logger) (*background, error) {
 	bg := &background{
 		relay:   &asyncfn.Relay{Store: store, Hub: hub, Logger: logger},
 		sweeper: asyncfn.NewSweeper(store, logger, c.sweepInterval),
@@ -139,12 +140,15 @@ func (c *common) startBackground(ctx context.Context, store asyncfn.Store, reg *
 		}
 		bg.pool = pool
 	}
+	return bg, nil
+}
+
+func (bg *background) start(ctx context.Context) {
 	bg.relay.Start(ctx)
 	if bg.pool != nil {
 		bg.pool.Start(ctx)
 	}
 	bg.sweeper.Start(ctx)
-	return bg, nil
 }
 
 // stop stops the loops: workers first (they finish or hand back their batches while the
@@ -204,6 +208,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	hub := asyncfn.NewHub()
+	bg, err := c.newBackground(store, reg, hub, logger)
+	if err != nil {
+		return err
+	}
+	svcCfg.Local = bg.pool
 	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
 	if err != nil {
 		return err
@@ -223,14 +232,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ln.Close()
 		return err
 	}
-	bg, err := c.startBackground(ctx, store, reg, hub, logger)
-	if err != nil {
-		ln.Close()
-		if metricsLn != nil {
-			metricsLn.Close()
-		}
-		return err
-	}
+	bg.start(ctx)
 	defer bg.stop()
 	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %d workers)\n", asyncfnhttp.Routes(reg), ln.Addr(), c.store, c.workers)
 	if metricsLn != nil {
@@ -317,13 +319,14 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 	}
 	hub := asyncfn.NewHub()
-	bg, err := c.startBackground(ctx, store, reg, hub, logger)
+	bg, err := c.newBackground(store, reg, hub, logger)
 	if err != nil {
 		if metricsLn != nil {
 			metricsLn.Close()
 		}
 		return err
 	}
+	bg.start(ctx)
 	defer bg.stop()
 	defer serveMetrics(ctx, metricsLn, m, keys, logger)()
 	if *addr == "" {

@@ -137,7 +137,7 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, key asyncfn.Key
 	if queryID == "" {
 		queryID = r.Header.Get(HeaderQueryID)
 	}
-	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: len(rows)})
+	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows})
 	if err != nil {
 		h.writeError(w, r, err, key)
 		return

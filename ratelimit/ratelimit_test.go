@@ -297,7 +297,11 @@ func TestApplyThroughThePool(t *testing.T) {
 			payload += fmt.Sprintf("[%d,%d]", i, i)
 		}
 		payload += "]}"
-		if _, err := svc.Accept(ctx, asyncfn.Request{Key: asyncfn.Key{Function: "api", BatchID: fmt.Sprint(b)}, Payload: []byte(payload), Rows: rowsPer}); err != nil {
+		rows, err := asyncfn.ParseRows([]byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Accept(ctx, asyncfn.Request{Key: asyncfn.Key{Function: "api", BatchID: fmt.Sprint(b)}, Payload: []byte(payload), Rows: rows}); err != nil {
 			t.Fatal(err)
 		}
 	}

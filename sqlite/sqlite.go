@@ -214,10 +214,12 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		}
 		kind, msg := errorColumns(b.Error)
 		if _, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
-			digest, rows, error_kind, error_message, attempts, max_attempts, run_after, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			digest, rows, error_kind, error_message, attempts, max_attempts, owner, lease_until, run_after,
+			created_at, started_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
-			b.Attempts, b.MaxAttempts, nanos(b.RunAfter), nanos(b.CreatedAt), nanos(b.ExpiresAt)); err != nil {
+			b.Attempts, b.MaxAttempts, b.Owner, nanos(b.LeaseUntil), nanos(b.RunAfter),
+			nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt)); err != nil {
 			return s.translate(err)
 		}
 		// A re-created expired key must not keep the old batch's result.

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CreateConflict", testCreateConflict},
 		{"CreateConcurrentOnce", testCreateConcurrentOnce},
 		{"CreateAfterExpiry", testCreateAfterExpiry},
+		{"CreateClaimed", testCreateClaimed},
 		{"GetNotFound", testGetNotFound},
 		{"GetExpired", testGetExpired},
 		{"KeysAreSeparate", testKeysAreSeparate},
@@ -260,6 +261,32 @@ func testCreateAfterExpiry(t *testing.T, s asyncfn.Store) {
 	got := mustGet(t, s, b.Key, later)
 	if got.Rows != 1 || got.Digest != again.Digest {
 		t.Fatalf("Get after re-create = %+v, want the new batch", got)
+	}
+}
+
+func testCreateClaimed(t *testing.T, s asyncfn.Store) {
+	b := newBatch("echo", "claimed", t0)
+	b.State, b.Owner, b.LeaseUntil, b.StartedAt, b.Attempts = asyncfn.Running, "front", t0.Add(30*time.Second), t0, 1
+	mustCreate(t, s, b)
+	got := mustGet(t, s, b.Key, t0)
+	wantState(t, got, asyncfn.Running)
+	if got.Owner != "front" || got.Attempts != 1 || !bytes.Equal(got.Payload, b.Payload) {
+		t.Fatalf("batch created claimed = %+v", got)
+	}
+	wantTime(t, "LeaseUntil", got.LeaseUntil, b.LeaseUntil)
+	wantTime(t, "StartedAt", got.StartedAt, t0)
+	if others, err := s.Claim(ctx, claim("w", t0.Add(time.Second), 10)); err != nil || len(others) != 0 {
+		t.Fatalf("Claim of a batch created claimed = %v, %v; want nothing while its lease lives", keysOf(others), err)
+	}
+	_, err := s.ClaimKey(ctx, b.Key, claim("w", t0.Add(time.Second), 1))
+	wantErr(t, "ClaimKey of a batch created claimed", err, asyncfn.ErrNotClaimable)
+	if err := s.Extend(ctx, b.Key, "front", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("Extend by its creator: %v", err)
+	}
+	// Its creator dies: after the lease, another worker takes it as its second attempt.
+	again, err := s.Claim(ctx, claim("w", t0.Add(2*time.Minute), 10))
+	if err != nil || len(again) != 1 || again[0].Attempts != 2 || again[0].Owner != "w" {
+		t.Fatalf("Claim after the creator's lease = %+v, %v; want the batch at attempt 2", again, err)
 	}
 }
 
