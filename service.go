@@ -298,6 +298,7 @@ func (s *Service) hold(ctx context.Context, b *Batch, d time.Duration, done <-ch
 		if err != nil || next.State.Done() {
 			return s.delivered(ctx, next), err
 		}
+		s.redispatchStalled(ctx, next)
 		b = next
 	}
 }

@@ -1,0 +1,218 @@
+package lambda
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	asyncfnhttp "github.com/asyncfn/asyncfn/http"
+)
+
+// Config configures the Lambda function. LoadConfig reads it from the environment: each
+// field names its variable (the same as `asyncfn serve`'s where they mean the same) and
+// its default.
+type Config struct {
+	// Store is the DynamoDB table: dynamodb://TABLE (region from AWS_REGION, which Lambda
+	// sets), or dynamodb://TABLE?region=R&endpoint=URL. ASYNCFN_STORE, required.
+	Store string
+	// WorkerFunction is the name or ARN of the function that worker events are sent to.
+	// ASYNCFN_WORKER_FUNCTION, default AWS_LAMBDA_FUNCTION_NAME: this same function.
+	WorkerFunction string
+	// LambdaEndpoint replaces the Lambda API's endpoint for those invocations (an emulator
+	// in tests). ASYNCFN_LAMBDA_ENDPOINT, default empty: AWS's.
+	LambdaEndpoint string
+
+	// SyncWait is how long a POST waits for its batch to finish and answer 200 at once.
+	// ASYNCFN_SYNC_WAIT, default 0: the worker runs in another invocation, so a POST that
+	// waited would be billed for waiting, and few batches finish before Snowflake's first
+	// poll anyway.
+	SyncWait time.Duration
+	// PollWait is how long a GET of an unfinished batch is held open, so that Snowflake
+	// gets the result when it is ready rather than after its growing poll interval. Each
+	// held second is billed; API Gateway cuts requests at 29 s. ASYNCFN_POLL_WAIT,
+	// default 5s.
+	PollWait time.Duration
+	// Stalled is how long a queued batch may wait for its worker before a request
+	// dispatches it again (a lost or failed invocation). ASYNCFN_STALLED, default 10s.
+	Stalled time.Duration
+	// MaxQueued is the number of queued batches past which a POST of a new batch is
+	// answered 429. ASYNCFN_MAX_QUEUED, default 1000.
+	MaxQueued int
+	// Retention is how long a batch whose answer is never collected is kept.
+	// ASYNCFN_RETENTION, default 12h.
+	Retention time.Duration
+	// Grace is how long an answer is kept after it was first served. ASYNCFN_GRACE,
+	// default 10m.
+	Grace time.Duration
+	// MaxBodyBytes bounds a request body after decompression (Lambda itself caps a
+	// request at 6 MB). ASYNCFN_MAX_BODY_BYTES, default 16777216.
+	MaxBodyBytes int64
+
+	// Lease is how long a worker's claim lasts without a heartbeat: a batch whose worker
+	// died is dispatched again after it. ASYNCFN_LEASE, default 30s.
+	Lease time.Duration
+	// FunctionTimeout bounds one attempt, for functions that set none. Keep it below the
+	// Lambda function's timeout, so that the attempt fails cleanly before Lambda stops
+	// the invocation. ASYNCFN_FUNCTION_TIMEOUT, default 5m.
+	FunctionTimeout time.Duration
+	// MaxAttempts is the attempts per batch, for functions that set none.
+	// ASYNCFN_MAX_ATTEMPTS, default 3.
+	MaxAttempts int
+	// Backoff is the delay before a batch's first retry, for functions that set none.
+	// ASYNCFN_BACKOFF, default 1s.
+	Backoff time.Duration
+
+	// LogFormat is json or text. ASYNCFN_LOG_FORMAT, default json (CloudWatch Logs
+	// parses it).
+	LogFormat string
+	// LogLevel is the least severe level logged: debug, info, warn or error.
+	// ASYNCFN_LOG_LEVEL, default info.
+	LogLevel string
+}
+
+// LoadConfig reads the configuration from the environment through getenv. Errors name the
+// variable at fault.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	c := Config{
+		Store:           getenv("ASYNCFN_STORE"),
+		WorkerFunction:  getenv("ASYNCFN_WORKER_FUNCTION"),
+		LambdaEndpoint:  getenv("ASYNCFN_LAMBDA_ENDPOINT"),
+		PollWait:        5 * time.Second,
+		Stalled:         10 * time.Second,
+		MaxQueued:       1000,
+		Retention:       12 * time.Hour,
+		Grace:           10 * time.Minute,
+		MaxBodyBytes:    asyncfnhttp.DefaultMaxBodyBytes,
+		Lease:           30 * time.Second,
+		FunctionTimeout: asyncfn.DefaultTimeout,
+		MaxAttempts:     asyncfn.DefaultMaxAttempts,
+		Backoff:         asyncfn.DefaultBackoff,
+		LogFormat:       getenv("ASYNCFN_LOG_FORMAT"),
+		LogLevel:        getenv("ASYNCFN_LOG_LEVEL"),
+	}
+	if c.WorkerFunction == "" {
+		c.WorkerFunction = getenv("AWS_LAMBDA_FUNCTION_NAME")
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	var errs []error
+	// duration reads a duration; only the waits may be 0.
+	duration := func(name string, d *time.Duration, zeroOK bool) {
+		if v := getenv(name); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed < 0 || (parsed == 0 && !zeroOK) {
+				errs = append(errs, fmt.Errorf("%s=%q: use a positive duration such as 500ms, 5s or 2m", name, v))
+			}
+			*d = parsed
+		}
+	}
+	integer := func(name string, n *int64) {
+		if v := getenv(name); v != "" {
+			parsed, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || parsed <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: use a positive whole number", name, v))
+			}
+			*n = parsed
+		}
+	}
+	maxQueued, maxAttempts := int64(c.MaxQueued), int64(c.MaxAttempts)
+	duration("ASYNCFN_SYNC_WAIT", &c.SyncWait, true)
+	duration("ASYNCFN_POLL_WAIT", &c.PollWait, true)
+	duration("ASYNCFN_STALLED", &c.Stalled, false)
+	integer("ASYNCFN_MAX_QUEUED", &maxQueued)
+	duration("ASYNCFN_RETENTION", &c.Retention, false)
+	duration("ASYNCFN_GRACE", &c.Grace, false)
+	integer("ASYNCFN_MAX_BODY_BYTES", &c.MaxBodyBytes)
+	duration("ASYNCFN_LEASE", &c.Lease, false)
+	duration("ASYNCFN_FUNCTION_TIMEOUT", &c.FunctionTimeout, false)
+	integer("ASYNCFN_MAX_ATTEMPTS", &maxAttempts)
+	duration("ASYNCFN_BACKOFF", &c.Backoff, false)
+	c.MaxQueued, c.MaxAttempts = int(maxQueued), int(maxAttempts)
+	switch {
+	case c.Store == "":
+		errs = append(errs, errors.New("ASYNCFN_STORE is not set: give the DynamoDB table as dynamodb://TABLE"))
+	case !strings.HasPrefix(c.Store, "dynamodb://"):
+		errs = append(errs, fmt.Errorf("ASYNCFN_STORE=%q: on Lambda the store is a DynamoDB table, dynamodb://TABLE", c.Store))
+	}
+	if c.WorkerFunction == "" {
+		errs = append(errs, errors.New("neither ASYNCFN_WORKER_FUNCTION nor AWS_LAMBDA_FUNCTION_NAME is set: name the worker function"))
+	}
+	if _, err := c.Logger(io.Discard); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// Logger returns the logger the configuration asks for, writing to w.
+func (c Config) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("ASYNCFN_LOG_LEVEL=%q: use debug, info, warn or error", c.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("ASYNCFN_LOG_FORMAT=%q: use json or text", c.LogFormat)
+}
+
+// New wires the function: the front end on store with a Dispatcher invoking the worker
+// function, and a worker pool for worker events. No background loop runs: Lambda freezes
+// the process between invocations, so DynamoDB's TTL deletes what expires (and reads skip
+// it until then) and polls re-dispatch what stalls.
+func New(ctx context.Context, cfg Config, store asyncfn.Store, logger *slog.Logger, functions ...asyncfn.Function) (*Handler, error) {
+	fns := make([]asyncfn.Function, len(functions))
+	for i, f := range functions {
+		if f.Timeout == 0 {
+			f.Timeout = cfg.FunctionTimeout
+		}
+		if f.MaxAttempts == 0 {
+			f.MaxAttempts = cfg.MaxAttempts
+		}
+		if f.Backoff == 0 {
+			f.Backoff = cfg.Backoff
+		}
+		fns[i] = f
+	}
+	reg, err := asyncfn.NewRegistry(fns...)
+	if err != nil {
+		return nil, err
+	}
+	dispatcher, err := NewDispatcher(ctx, cfg.WorkerFunction, cfg.LambdaEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	svcCfg := asyncfn.DefaultServiceConfig()
+	svcCfg.SyncWait, svcCfg.PollWait, svcCfg.Stalled = cfg.SyncWait, cfg.PollWait, cfg.Stalled
+	svcCfg.MaxQueued, svcCfg.Retention, svcCfg.Grace = cfg.MaxQueued, cfg.Retention, cfg.Grace
+	svcCfg.Dispatcher = dispatcher
+	hub := asyncfn.NewHub()
+	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
+	if err != nil {
+		return nil, err
+	}
+	poolCfg := asyncfn.DefaultPoolConfig()
+	poolCfg.Concurrency, poolCfg.Lease = 1, cfg.Lease // one worker event per invocation
+	pool, err := asyncfn.NewPool(store, reg, hub, logger, poolCfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Handler{
+		HTTP:   asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: cfg.MaxBodyBytes}),
+		Pool:   pool,
+		Logger: logger,
+	}, nil
+}
