@@ -104,6 +104,16 @@ func ParseRows(body []byte) ([]Row, error) {
 
 var errNoData = InvalidInputf("the request body has no \"data\" array of rows.")
 
+// isArgOf reports whether v is one of r's arguments itself, not a copy.
+func isArgOf(v json.RawMessage, r Row) bool {
+	for _, a := range r.Args {
+		if len(v) > 0 && len(v) == len(a) && &v[0] == &a[0] {
+			return true
+		}
+	}
+	return false
+}
+
 // skipSpace returns the offset of the first byte at or after i that is not JSON space.
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
@@ -196,7 +206,8 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		case nil:
 			buf.WriteString("null")
 		case json.RawMessage:
-			if !json.Valid(v) {
+			// One of the row's own arguments (an echo) was validated with the request.
+			if !isArgOf(v, rows[i]) && !json.Valid(v) {
 				return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
 			}
 			buf.Write(v)

@@ -354,11 +354,11 @@ func (s *Service) queueDepth(ctx context.Context) (int, error) {
 	if s.depthFilled && time.Since(s.depthAt) < 100*time.Millisecond {
 		return s.depth, nil
 	}
-	st, err := s.store.Stats(ctx, s.now())
+	n, err := s.store.CountQueued(ctx, s.now())
 	if err != nil {
 		return 0, fmt.Errorf("counting queued batches: %w", err)
 	}
-	s.depth, s.depthAt, s.depthFilled = st.Queued, time.Now(), true
+	s.depth, s.depthAt, s.depthFilled = n, time.Now(), true
 	return s.depth, nil
 }
 

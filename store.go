@@ -70,6 +70,11 @@ type Store interface {
 	// Stats counts live batches by state.
 	Stats(ctx context.Context, now time.Time) (Stats, error)
 
+	// CountQueued counts the live Queued batches, as Stats does, but without reading the
+	// finished ones: front ends ask on every POST (through a short cache) to answer 429
+	// under overload, and a store holds a retention period's worth of finished batches.
+	CountQueued(ctx context.Context, now time.Time) (int, error)
+
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 

@@ -255,6 +255,25 @@ func (p *Pool) release(function string) {
 	}
 }
 
+// finish records an attempt's outcome, trying again while the store is unavailable (a
+// restart, a failover, a dropped connection) until ctx ends, so that a result is not
+// thrown away, and its attempt lost, for a blip. Trying late is safe: Finish changes
+// nothing once the lease has passed to another worker (ErrLeaseLost).
+func (p *Pool) finish(ctx context.Context, key Key, fp FinishParams, log *slog.Logger) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := p.store.Finish(ctx, key, p.cfg.ID, fp)
+		if !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		log.Warn("could not record the outcome of a batch; trying again", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return err
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
 // Reservation is a worker slot held for a batch that the front end of this process is
 // about to create claimed by the pool, so that it runs at once.
 type Reservation struct {
@@ -346,7 +365,7 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	// The outcome must be recorded even when shutdown has cancelled ctx.
 	storeCtx, cancelStore := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancelStore()
-	if err := p.store.Finish(storeCtx, b.Key, p.cfg.ID, finish); err != nil {
+	if err := p.finish(storeCtx, b.Key, finish, log); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
 		p.obs.BatchFinished(info)
 		return

@@ -443,3 +443,31 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 	}
 	return st, nil
 }
+
+// CountQueued queries the sparse queue index, which holds the unfinished batches only, for
+// the queued ones; finished batches are never read.
+func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	if s.closed.Load() {
+		return 0, asyncfn.ErrClosed
+	}
+	keyCond := "#queue = :queue"
+	filter := "#expires_at > :now AND #state = :queued"
+	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(queueIndex),
+		KeyConditionExpression:    aws.String(keyCond),
+		FilterExpression:          aws.String(filter),
+		ExpressionAttributeNames:  names(keyCond, filter),
+		ExpressionAttributeValues: item{":queue": str(queueAll), ":now": nanos(now), ":queued": stateValue(asyncfn.Queued)},
+		Select:                    types.SelectCount,
+	})
+	n := 0
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return 0, errorOf(err, errConditionFailed)
+		}
+		n += int(page.Count)
+	}
+	return n, nil
+}

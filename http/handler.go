@@ -193,6 +193,8 @@ var errorStatus = []struct {
 	{asyncfn.ErrUnavailable, http.StatusServiceUnavailable},
 	{asyncfn.ErrDispatch, http.StatusServiceUnavailable},
 	{asyncfn.ErrClosed, http.StatusServiceUnavailable},
+	// The client went away (or the server is shutting down): nobody reads the answer.
+	{context.Canceled, http.StatusServiceUnavailable},
 }
 
 // writeError answers err with its status and one sentence.
@@ -231,7 +233,7 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error, 
 	default:
 		msg = "the service failed with an internal error; see its log."
 	}
-	if status >= 500 {
+	if status >= 500 && !errors.Is(err, context.Canceled) {
 		h.logger.Error("request failed", "method", r.Method, "function", key.Function, "batch_id", key.BatchID, "status", status, "err", err)
 	}
 	h.rejected(r, key, status)

@@ -245,6 +245,11 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 	return st, nil
 }
 
+func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	st, err := s.Stats(ctx, now)
+	return st.Queued, err
+}
+
 func (s *Store) Ping(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -114,6 +114,13 @@ func (s *instrumentedStore) Stats(ctx context.Context, now time.Time) (asyncfn.S
 	return st, err
 }
 
+func (s *instrumentedStore) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	began := time.Now()
+	n, err := s.Store.CountQueued(ctx, now)
+	s.done("count_queued", began, err)
+	return n, err
+}
+
 func (s *instrumentedStore) Ping(ctx context.Context) error {
 	began := time.Now()
 	err := s.Store.Ping(ctx)

@@ -58,6 +58,7 @@ var abandonedKind, abandonedFormat = func() (string, string) {
 type queries struct {
 	create, get, getPayload, claim, claimKey, abandonKey, extend            string
 	finishSucceeded, finishFailed, finishRetry, markDelivered, sweep, stats string
+	countQueued                                                             string
 }
 
 func newQueries(schema string) queries {
@@ -166,6 +167,8 @@ func newQueries(schema string) queries {
 			)
 			DELETE FROM {t} AS b USING picked WHERE b.function = picked.function AND b.batch_id = picked.batch_id`),
 		stats: r.Replace(`SELECT state, count(*) FROM {t} WHERE expires_at > $1 GROUP BY state`),
+		// Along the batches_claim partial index: the unfinished rows only.
+		countQueued: r.Replace(`SELECT count(*) FROM {t} WHERE state = 'queued' AND expires_at > $1`),
 	}
 }
 
@@ -355,4 +358,11 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 		return nil
 	})
 	return st, s.err(err)
+}
+
+// CountQueued counts the queued batches without reading the finished ones.
+func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, s.q.countQueued, now).Scan(&n)
+	return n, s.err(err)
 }

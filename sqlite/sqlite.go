@@ -518,6 +518,16 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 	return st, s.translate(rows.Err())
 }
 
+// CountQueued counts along the batches_state index, reading no finished batch.
+func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	if s.closed.Load() {
+		return 0, asyncfn.ErrClosed
+	}
+	var n int
+	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE state = 'queued' AND expires_at > ?`, nanos(now)).Scan(&n)
+	return n, s.translate(err)
+}
+
 func (s *Store) Ping(ctx context.Context) error {
 	if s.closed.Load() {
 		return asyncfn.ErrClosed

@@ -893,6 +893,9 @@ func testStats(t *testing.T, s asyncfn.Store) {
 	if err != nil || st != want {
 		t.Fatalf("Stats = %+v, %v; want %+v (expired batches not counted)", st, err, want)
 	}
+	if n, err := s.CountQueued(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+		t.Fatalf("CountQueued = %d, %v; want 1 (the expired queued batch not counted)", n, err)
+	}
 }
 
 func testPingAndClose(t *testing.T, s asyncfn.Store) {
