@@ -103,6 +103,21 @@ func (f Function) withDefaults() (Function, error) {
 	return f, nil
 }
 
+// Defaulted returns f with its unset Timeout, MaxAttempts and Backoff taken from d: how a
+// binary's settings apply to the functions that do not choose their own.
+func (f Function) Defaulted(d Function) Function {
+	if f.Timeout == 0 {
+		f.Timeout = d.Timeout
+	}
+	if f.MaxAttempts == 0 {
+		f.MaxAttempts = d.MaxAttempts
+	}
+	if f.Backoff == 0 {
+		f.Backoff = d.Backoff
+	}
+	return f
+}
+
 // BackoffFor returns the delay before attempt number next (2 for the first retry).
 func (f Function) BackoffFor(next int) time.Duration {
 	d := f.Backoff

@@ -86,6 +86,27 @@ func (c *common) register(fs *flag.FlagSet, workersDefault int) {
 	c.log.register(fs)
 }
 
+// prepare turns the parsed flags of a server command into its logger, API keys and
+// registry (rate limits applied).
+func (c *common) prepare(prod *production, getenv func(string) string, stderr io.Writer, functions []asyncfn.Function) (*slog.Logger, []string, *asyncfn.Registry, error) {
+	logger, err := c.log.logger(stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keys, err := prod.apiKeys(getenv)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if functions, err = prod.limit(functions); err != nil {
+		return nil, nil, nil, err
+	}
+	reg, err := c.registry(functions)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return logger, keys, reg, nil
+}
+
 // registry builds the registry, filling settings the functions leave unset from flags.
 func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, error) {
 	switch {
@@ -100,16 +121,7 @@ func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, erro
 	}
 	fns := make([]asyncfn.Function, len(functions))
 	for i, f := range functions {
-		if f.Timeout == 0 {
-			f.Timeout = c.timeout
-		}
-		if f.MaxAttempts == 0 {
-			f.MaxAttempts = c.attempts
-		}
-		if f.Backoff == 0 {
-			f.Backoff = c.backoff
-		}
-		fns[i] = f
+		fns[i] = f.Defaulted(asyncfn.Function{Timeout: c.timeout, MaxAttempts: c.attempts, Backoff: c.backoff})
 	}
 	return asyncfn.NewRegistry(fns...)
 }
@@ -178,18 +190,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	logger, err := c.log.logger(stderr)
-	if err != nil {
-		return err
-	}
-	keys, err := prod.apiKeys(getenv)
-	if err != nil {
-		return err
-	}
-	if functions, err = prod.limit(functions); err != nil {
-		return err
-	}
-	reg, err := c.registry(functions)
+	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, functions)
 	if err != nil {
 		return err
 	}
@@ -284,21 +285,10 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	logger, err := c.log.logger(stderr)
-	if err != nil {
-		return err
-	}
 	if c.workers <= 0 {
 		return errors.New("--workers must be positive for a worker process")
 	}
-	keys, err := prod.apiKeys(getenv)
-	if err != nil {
-		return err
-	}
-	if functions, err = prod.limit(functions); err != nil {
-		return err
-	}
-	reg, err := c.registry(functions)
+	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, functions)
 	if err != nil {
 		return err
 	}

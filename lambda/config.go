@@ -176,16 +176,7 @@ func (c Config) Logger(w io.Writer) (*slog.Logger, error) {
 func New(ctx context.Context, cfg Config, store asyncfn.Store, logger *slog.Logger, functions ...asyncfn.Function) (*Handler, error) {
 	fns := make([]asyncfn.Function, len(functions))
 	for i, f := range functions {
-		if f.Timeout == 0 {
-			f.Timeout = cfg.FunctionTimeout
-		}
-		if f.MaxAttempts == 0 {
-			f.MaxAttempts = cfg.MaxAttempts
-		}
-		if f.Backoff == 0 {
-			f.Backoff = cfg.Backoff
-		}
-		fns[i] = f
+		fns[i] = f.Defaulted(asyncfn.Function{Timeout: cfg.FunctionTimeout, MaxAttempts: cfg.MaxAttempts, Backoff: cfg.Backoff})
 	}
 	reg, err := asyncfn.NewRegistry(fns...)
 	if err != nil {
