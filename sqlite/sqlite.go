@@ -87,7 +87,7 @@ func Open(path string) (*Store, error) {
 	}
 	// A large page cache keeps a batch's payload in memory from its POST to its claim;
 	// memory-mapped reads spare a system call per page of a large blob.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
+	dsn := "file:" + path + "?_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
 		"&_pragma=cache_size(-65536)&_pragma=mmap_size(1073741824)"
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
@@ -104,6 +104,13 @@ func Open(path string) (*Store, error) {
 	read.SetMaxOpenConns(8)
 	s := &Store{write: write, read: read, lock: lock}
 	ctx := context.Background()
+	// 64 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
+	// payloads and results of hundreds of kilobytes are written to the WAL a page, and a
+	// system call, at a time.
+	if _, err := write.ExecContext(ctx, `PRAGMA page_size = 65536; PRAGMA journal_mode = WAL`); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
 	var version int
 	if err := write.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > 1 {
 		s.Close()
