@@ -104,10 +104,11 @@ func Open(path string) (*Store, error) {
 	read.SetMaxOpenConns(8)
 	s := &Store{write: write, read: read, lock: lock}
 	ctx := context.Background()
-	// 64 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
-	// payloads and results of hundreds of kilobytes are written to the WAL a page, and a
-	// system call, at a time.
-	if _, err := write.ExecContext(ctx, `PRAGMA page_size = 65536; PRAGMA journal_mode = WAL`); err != nil {
+	// 8 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
+	// payloads and results of hundreds of kilobytes go to the WAL a page, a system call
+	// and a checksum at a time, while every small update writes a whole page. Measured on
+	// 4,096-row and 1-row batches, 8 KB served both best.
+	if _, err := write.ExecContext(ctx, `PRAGMA page_size = 8192; PRAGMA journal_mode = WAL`); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
 	}
