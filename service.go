@@ -195,6 +195,9 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		cancel()
 		if local != nil {
 			local.Lease(b)
+			// The payload is written only if the batch is not answered within the
+			// budget: a batch answered 200 on its POST needs none stored.
+			b.Payload = nil
 			c, unsubscribe := s.hub.WaitDone(r.Key)
 			defer unsubscribe()
 			done = c
@@ -210,9 +213,18 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		s.obs.BatchAccepted(info)
 		log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
 		running := *b
-		running.Payload = nil
 		local.Run(b, r.Rows)
-		return s.hold(ctx, &running, time.Until(deadline), done)
+		got, err := s.hold(ctx, &running, time.Until(deadline), done)
+		if err == nil && got.State.Done() {
+			return got, nil
+		}
+		// Not answered within the budget: the batch is stored whole before it is
+		// acknowledged, so that any worker can run it again if this process dies.
+		if serr := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); serr != nil {
+			log.Error("could not store the payload of a batch still running", "err", serr)
+			return nil, serr
+		}
+		return got, err
 	case err == nil:
 		s.obs.BatchAccepted(info)
 		s.bumpDepth()
@@ -232,6 +244,13 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		info.Duplicate = true
 		s.obs.BatchAccepted(info)
 		log.Info("batch already accepted; answering from its state", "state", old.State)
+		if !old.State.Done() {
+			// A process that died running the batch from memory may not have stored
+			// its payload; the retry brings it again.
+			if err := s.store.SavePayload(ctx, r.Key, now, r.Payload); err != nil && !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+		}
 		if old.State.Done() || s.cfg.SyncWait <= 0 {
 			s.redispatchStalled(ctx, old)
 			return s.delivered(ctx, old), nil

@@ -473,3 +473,85 @@ func TestServiceConcurrentAccept(t *testing.T) {
 		t.Errorf("Stats = %+v, %v; want one queued batch", st, err)
 	}
 }
+
+// TestServiceLocalRun: a POST that may wait hands its batch to a free local worker. A batch
+// answered within the budget never has its payload stored; one still running when the
+// budget ends has it stored before the 202, so that another process could run it; and a
+// retried POST of a batch whose creator died before storing it brings it again.
+func TestServiceLocalRun(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var calls sync.Map
+	slow := asyncfn.FuncOf(func(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+		calls.Store(string(rows[0].Args[0]), true)
+		if string(rows[0].Args[0]) == `"slow"` {
+			<-release
+		}
+		return asyncfn.Echo.Call(ctx, rows)
+	})
+	reg, err := asyncfn.NewRegistry(asyncfn.Function{Name: "f", Func: slow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memory.New()
+	t.Cleanup(func() { store.Close() })
+	hub := asyncfn.NewHub()
+	pcfg := asyncfn.DefaultPoolConfig()
+	pcfg.PollInterval = 10 * time.Millisecond
+	pool, err := asyncfn.NewPool(store, reg, hub, discard, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := asyncfn.DefaultServiceConfig()
+	cfg.SyncWait, cfg.Local = 100*time.Millisecond, pool
+	svc, err := asyncfn.NewService(store, reg, hub, discard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pool.Start(ctx)
+	t.Cleanup(pool.Stop)
+
+	b, err := svc.Accept(ctx, request("f", "quick", `{"data":[[0,"quick"]]}`))
+	if err != nil || b.State != asyncfn.Succeeded || string(b.Result) != `{"data":[[0,"quick"]]}` {
+		t.Fatalf("quick batch = %+v, %v; want answered on the POST", b, err)
+	}
+	if stored, _ := store.Get(ctx, b.Key, time.Now(), true); stored.Payload != nil {
+		t.Errorf("a batch answered on its POST stored its payload %q", stored.Payload)
+	}
+
+	b, err = svc.Accept(ctx, request("f", "slow", `{"data":[[0,"slow"]]}`))
+	if err != nil || b.State != asyncfn.Running {
+		t.Fatalf("slow batch = %+v, %v; want running after the budget", b, err)
+	}
+	if stored, _ := store.Get(ctx, b.Key, time.Now(), true); string(stored.Payload) != `{"data":[[0,"slow"]]}` {
+		t.Errorf("a batch acknowledged while running has payload %q stored, want its body", stored.Payload)
+	}
+	close(release)
+
+	// A creator that died running a batch from memory: claimed, no payload, lease over.
+	dead := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "orphan"}, State: asyncfn.Running,
+		Digest: asyncfn.Digest([]byte(`{"data":[[0,"orphan"]]}`)), Rows: 1, MaxAttempts: 3, Attempts: 1,
+		Owner: "dead", CreatedAt: time.Now(), StartedAt: time.Now(), LeaseUntil: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := store.Create(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the pool looks for work: it must find nothing runnable
+	if _, ran := calls.Load(`"orphan"`); ran {
+		t.Fatal("a batch without its payload was run")
+	}
+	if _, err := svc.Accept(ctx, request("f", "orphan", `{"data":[[0,"orphan"]]}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := store.Get(ctx, dead.Key, time.Now(), false)
+		if err == nil && got.State == asyncfn.Succeeded && string(got.Result) == `{"data":[[0,"orphan"]]}` && got.Attempts == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan after a retried POST = %+v, %v; want run again and succeeded", got, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -20,7 +20,9 @@ type Store interface {
 	// Create stores b, which must be Queued with Key, Payload, Digest, Rows, MaxAttempts,
 	// CreatedAt and ExpiresAt set; b.CreatedAt is its now. b may instead be Running,
 	// claimed by its creator (a worker of the accepting process runs it at once), with
-	// Owner, LeaseUntil, StartedAt and Attempts 1 set as Claim would set them. If a live batch with b.Key exists, Create changes
+	// Owner, LeaseUntil, StartedAt and Attempts 1 set as Claim would set them; such a
+	// batch may come without its Payload (nil), which its creator holds in memory and
+	// stores with SavePayload before it acknowledges the batch with a 202. If a live batch with b.Key exists, Create changes
 	// nothing and returns a copy of it with ErrDuplicate when its Digest equals b.Digest,
 	// or with ErrConflict when it does not. Creating the same key concurrently stores
 	// exactly one batch; every other caller gets ErrDuplicate or ErrConflict. A key whose
@@ -34,7 +36,8 @@ type Store interface {
 	// Claim leases up to p.Limit batches of the functions in p.Functions (all functions
 	// if empty) to p.Owner until p.Now+p.Lease, oldest first, and returns them with their
 	// payloads. Claimable are Queued batches whose RunAfter is not after p.Now, and
-	// Running batches whose lease expired before p.Now (their worker is gone). Each claim
+	// Running batches whose lease expired before p.Now (their worker is gone), in both
+	// cases only once their payload is stored. Each claim
 	// sets State Running, Owner, LeaseUntil and StartedAt and adds one to Attempts. A
 	// Running batch with an expired lease that has no attempts left is not claimed but
 	// Failed with an Internal error that says the workers stopped before finishing it.
@@ -46,6 +49,11 @@ type Store interface {
 	// Running under a live lease, waiting for RunAfter, or finished. An expired lease with
 	// no attempts left fails the batch as Claim does and returns ErrNotClaimable.
 	ClaimKey(ctx context.Context, key Key, p ClaimParams) (*Batch, error)
+
+	// SavePayload stores the payload of a batch created without one; it changes nothing
+	// if the batch has its payload already. ErrNotFound if no batch with key is live at
+	// now.
+	SavePayload(ctx context.Context, key Key, now time.Time, payload []byte) error
 
 	// Extend moves the lease of a Running batch held by owner to until (a heartbeat).
 	// ErrLeaseLost if owner does not hold it, whether or not it has expired meanwhile.

@@ -18,8 +18,11 @@ import (
 // The claim condition (Claim and ClaimKey) and the lease holder's (Extend and Finish).
 const (
 	condClaimable = "#expires_at > :now AND ((#state = :queued AND (attribute_not_exists(#run_after) OR #run_after <= :now))" +
-		" OR (#state = :running AND #lease_until < :now AND #attempts < #max_attempts))"
-	condHeld = "#state = :running AND #owner = :owner"
+		" OR (#state = :running AND #lease_until < :now AND #attempts < #max_attempts)) AND " + condHasPayload
+	// condHasPayload: the payload is stored, inline or in chunks (a batch created claimed
+	// may wait for it: see asyncfn.Store.Create).
+	condHasPayload = "(attribute_exists(#payload) OR attribute_exists(#payload_id))"
+	condHeld       = "#state = :running AND #owner = :owner"
 )
 
 // pageSize bounds the index entries that one query of Claim or Sweep reads: both usually
@@ -33,11 +36,13 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		return nil, asyncfn.ErrClosed
 	}
 	it := metaItem(b)
-	payload, err := s.putBlob(ctx, pkOf(b.Key), aPayload, b.Payload, ttlOf(b.ExpiresAt))
-	if err != nil {
-		return nil, err
+	if b.Payload != nil { // nil: created claimed, its payload to come
+		payload, err := s.putBlob(ctx, pkOf(b.Key), aPayload, b.Payload, ttlOf(b.ExpiresAt))
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(it, payload)
 	}
-	maps.Copy(it, payload)
 	cond := "attribute_not_exists(#pk) OR #expires_at <= :now"
 	// A live batch found by the failed condition may be swept before it is read: then
 	// the key is free again and the put is tried again.
@@ -229,7 +234,7 @@ func (s *Store) claim(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParam
 // abandon fails the batch at key if its lease expired before now with no attempts left
 // (attempts of them); errConditionFailed if it is not, or no longer, in that state.
 func (s *Store) abandon(ctx context.Context, key asyncfn.Key, now time.Time, attempts int) error {
-	cond := "#expires_at > :now AND #state = :running AND #lease_until < :now AND #attempts >= #max_attempts"
+	cond := "#expires_at > :now AND #state = :running AND #lease_until < :now AND #attempts >= #max_attempts AND " + condHasPayload
 	u := &update{values: item{":now": nanos(now), ":running": stateValue(asyncfn.Running)}}
 	u.Set(aState, stateValue(asyncfn.Failed))
 	u.Set(aError, errorValue(asyncfn.AbandonedError(attempts)))
@@ -470,4 +475,45 @@ func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
 		n += int(page.Count)
 	}
 	return n, nil
+}
+
+func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
+	if s.closed.Load() {
+		return asyncfn.ErrClosed
+	}
+	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            metaKey(key),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return errorOf(err, errConditionFailed)
+	}
+	if out.Item == nil || !getT(out.Item, aExpiresAt).After(now) {
+		return asyncfn.ErrNotFound
+	}
+	if _, inline := out.Item[aPayload]; inline {
+		return nil
+	}
+	if _, chunked := out.Item[aPayload+idSuffix]; chunked {
+		return nil
+	}
+	attrs, err := s.putBlob(ctx, pkOf(key), aPayload, payload, getN(out.Item, aTTL))
+	if err != nil {
+		return err
+	}
+	u := &update{values: item{":now": nanos(now)}}
+	u.SetItem(attrs)
+	cond := "#expires_at > :now AND attribute_not_exists(#payload) AND attribute_not_exists(#payload_id)"
+	err = s.updateMeta(ctx, key, u, cond, errConditionFailed)
+	if !errors.Is(err, errConditionFailed) {
+		return err
+	}
+	// Another SavePayload came first, or the batch expired meanwhile: drop these chunks.
+	attrs[aPK] = str(pkOf(key))
+	_ = s.deleteChunks(ctx, attrs)
+	if _, err := s.get(ctx, key, now, false); err != nil {
+		return err
+	}
+	return nil
 }

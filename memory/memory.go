@@ -81,6 +81,9 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 // claimable reports whether b can be claimed at now, failing it first if its lease
 // expired with no attempts left. Callers hold mu.
 func claimable(b *asyncfn.Batch, now time.Time) bool {
+	if b.Payload == nil {
+		return false
+	}
 	switch b.State {
 	case asyncfn.Queued:
 		return !b.RunAfter.After(now)
@@ -152,6 +155,22 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 		return nil, asyncfn.ErrNotClaimable
 	}
 	return lease(b, p), nil
+}
+
+func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return asyncfn.ErrClosed
+	}
+	b := s.live(key, now)
+	if b == nil {
+		return asyncfn.ErrNotFound
+	}
+	if b.Payload == nil {
+		b.Payload = append([]byte{}, payload...)
+	}
+	return nil
 }
 
 // held returns the running batch at key if owner holds its lease. Callers hold mu.

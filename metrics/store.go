@@ -121,6 +121,13 @@ func (s *instrumentedStore) CountQueued(ctx context.Context, now time.Time) (int
 	return n, err
 }
 
+func (s *instrumentedStore) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
+	began := time.Now()
+	err := s.Store.SavePayload(ctx, key, now, payload)
+	s.done("save_payload", began, err)
+	return err
+}
+
 func (s *instrumentedStore) Ping(ctx context.Context) error {
 	began := time.Now()
 	err := s.Store.Ping(ctx)

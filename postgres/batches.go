@@ -36,11 +36,12 @@ func selectList(prefix string, withPayload bool) string {
 
 // Shared conditions, with $1 the caller's now. claimable: Queued and due, or Running
 // under a lease that ended with attempts left. abandoned: Running under a lease that
-// ended with no attempts left, which fails instead.
+// ended with no attempts left, which fails instead. Both only once the payload is stored
+// (a batch created claimed may wait for it: see asyncfn.Store.Create).
 const (
 	claimable = `(state = 'queued' AND (run_after IS NULL OR run_after <= $1)
-		OR state = 'running' AND lease_until < $1 AND attempts < max_attempts)`
-	abandoned = `(state = 'running' AND lease_until < $1 AND attempts >= max_attempts)`
+		OR state = 'running' AND lease_until < $1 AND attempts < max_attempts) AND payload IS NOT NULL`
+	abandoned = `(state = 'running' AND lease_until < $1 AND attempts >= max_attempts AND payload IS NOT NULL)`
 )
 
 // abandonedKind and abandonedFormat are asyncfn.AbandonedError as the kind and a format()
@@ -58,7 +59,7 @@ var abandonedKind, abandonedFormat = func() (string, string) {
 type queries struct {
 	create, get, getPayload, claim, claimKey, abandonKey, extend            string
 	finishSucceeded, finishFailed, finishRetry, markDelivered, sweep, stats string
-	countQueued                                                             string
+	countQueued, savePayload                                                string
 }
 
 func newQueries(schema string) queries {
@@ -169,6 +170,16 @@ func newQueries(schema string) queries {
 		stats: r.Replace(`SELECT state, count(*) FROM {t} WHERE expires_at > $1 GROUP BY state`),
 		// Along the batches_claim partial index: the unfinished rows only.
 		countQueued: r.Replace(`SELECT count(*) FROM {t} WHERE state = 'queued' AND expires_at > $1`),
+		// Tells a live batch (true) from none (no row); the payload is written only if
+		// missing.
+		savePayload: r.Replace(`WITH live AS (
+				SELECT function, batch_id, payload IS NULL AS missing FROM {t}
+				WHERE function = $1 AND batch_id = $2 AND expires_at > $3 FOR UPDATE
+			), saved AS (
+				UPDATE {t} AS b SET payload = $4 FROM live
+				WHERE live.missing AND b.function = live.function AND b.batch_id = live.batch_id
+			)
+			SELECT true FROM live`),
 	}
 }
 
@@ -292,6 +303,18 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 		return nil, asyncfn.ErrNotFound
 	}
 	return nil, asyncfn.ErrNotClaimable
+}
+
+func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
+	var found bool
+	err := s.pool.QueryRow(ctx, s.q.savePayload, key.Function, key.BatchID, now, payload).Scan(&found)
+	if err != nil {
+		return s.err(err)
+	}
+	if !found {
+		return asyncfn.ErrNotFound
+	}
+	return nil
 }
 
 func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {

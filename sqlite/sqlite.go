@@ -235,6 +235,9 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 			b.Key.Function, b.Key.BatchID); err != nil {
 			return s.translate(err)
 		}
+		if b.Payload == nil { // created claimed, its payload to come (see Store.Create)
+			return nil
+		}
 		return s.putBlob(ctx, tx, b.Key, "payload", b.Payload)
 	})
 	return old, err
@@ -262,7 +265,7 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 // at now with no attempts left.
 func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, where string, args ...any) error {
 	rows, err := tx.QueryContext(ctx, `SELECT function, batch_id, attempts FROM batches
-		WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND expires_at > ? AND `+where,
+		WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND expires_at > ? AND `+hasPayload+` AND `+where,
 		append([]any{nanos(now), nanos(now)}, args...)...)
 	if err != nil {
 		return s.translate(err)
@@ -294,6 +297,22 @@ func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, wh
 	return nil
 }
 
+func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE function = ? AND batch_id = ? AND expires_at > ?`,
+			key.Function, key.BatchID, nanos(now)).Scan(&n); err != nil {
+			return s.translate(err)
+		}
+		if n == 0 {
+			return asyncfn.ErrNotFound
+		}
+		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO blobs (function, batch_id, kind, data) VALUES (?, ?, 'payload', ?)`,
+			key.Function, key.BatchID, payload)
+		return s.translate(err)
+	})
+}
+
 // resultBlob and payloadBlob select a batch's blobs in a query on batches.
 const (
 	resultBlob  = `(SELECT data FROM blobs WHERE blobs.function = batches.function AND blobs.batch_id = batches.batch_id AND blobs.kind = 'result')`
@@ -312,7 +331,11 @@ func (s *Store) putBlob(ctx context.Context, tx *sql.Tx, key asyncfn.Key, kind s
 
 // claimable is the condition on a claimable batch; its arguments are now, now, now.
 const claimable = `expires_at > ? AND ((state = 'queued' AND run_after <= ?)
-	OR (state = 'running' AND lease_until < ? AND attempts < max_attempts))`
+	OR (state = 'running' AND lease_until < ? AND attempts < max_attempts)) AND ` + hasPayload
+
+// hasPayload is true of a batch whose payload is stored (see Store.Create).
+const hasPayload = `EXISTS (SELECT 1 FROM blobs WHERE blobs.function = batches.function
+	AND blobs.batch_id = batches.batch_id AND blobs.kind = 'payload')`
 
 // lease claims the batches matching where (with args) up to limit, oldest first.
 func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, where string, args ...any) ([]*asyncfn.Batch, error) {

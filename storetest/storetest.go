@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CreateConcurrentOnce", testCreateConcurrentOnce},
 		{"CreateAfterExpiry", testCreateAfterExpiry},
 		{"CreateClaimed", testCreateClaimed},
+		{"CreateClaimedWithoutPayload", testCreateClaimedWithoutPayload},
 		{"GetNotFound", testGetNotFound},
 		{"GetExpired", testGetExpired},
 		{"KeysAreSeparate", testKeysAreSeparate},
@@ -288,6 +289,41 @@ func testCreateClaimed(t *testing.T, s asyncfn.Store) {
 	if err != nil || len(again) != 1 || again[0].Attempts != 2 || again[0].Owner != "w" {
 		t.Fatalf("Claim after the creator's lease = %+v, %v; want the batch at attempt 2", again, err)
 	}
+}
+
+func testCreateClaimedWithoutPayload(t *testing.T, s asyncfn.Store) {
+	b := newBatch("echo", "deferred", t0)
+	payload := b.Payload
+	b.State, b.Owner, b.LeaseUntil, b.StartedAt, b.Attempts = asyncfn.Running, "front", t0.Add(30*time.Second), t0, 1
+	b.Payload = nil
+	mustCreate(t, s, b)
+	if got := mustGet(t, s, b.Key, t0); got.Payload != nil || got.State != asyncfn.Running || got.Digest != b.Digest {
+		t.Fatalf("batch created without its payload = %+v", got)
+	}
+	// Its creator died before storing the payload: no worker can run it.
+	later := t0.Add(time.Minute)
+	if got, err := s.Claim(ctx, claim("w", later, 10)); err != nil || len(got) != 0 {
+		t.Fatalf("Claim of a batch without its payload = %v, %v; want nothing", keysOf(got), err)
+	}
+	_, err := s.ClaimKey(ctx, b.Key, claim("w", later, 1))
+	wantErr(t, "ClaimKey of a batch without its payload", err, asyncfn.ErrNotClaimable)
+	// A retried POST brings it: then it runs again.
+	if err := s.SavePayload(ctx, b.Key, later, payload); err != nil {
+		t.Fatalf("SavePayload: %v", err)
+	}
+	got, err := s.Claim(ctx, claim("w", later, 10))
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0].Payload, payload) || got[0].Attempts != 2 {
+		t.Fatalf("Claim after SavePayload = %+v, %v; want the batch with its payload, attempt 2", got, err)
+	}
+	// A second SavePayload changes nothing.
+	if err := s.SavePayload(ctx, b.Key, later, []byte(`{"data":[]}`)); err != nil {
+		t.Fatalf("second SavePayload: %v", err)
+	}
+	if p := mustGet(t, s, b.Key, later).Payload; !bytes.Equal(p, payload) {
+		t.Fatalf("payload after a second SavePayload = %q, want %q", p, payload)
+	}
+	err = s.SavePayload(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, later, payload)
+	wantErr(t, "SavePayload of an unknown batch", err, asyncfn.ErrNotFound)
 }
 
 func testGetNotFound(t *testing.T, s asyncfn.Store) {
