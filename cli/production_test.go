@@ -6,7 +6,6 @@ package cli_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,32 +29,12 @@ type opsServer struct {
 	t          *testing.T
 	URL        string
 	MetricsURL string // set when --metrics-addr was given
-	stderr     *opsBuffer
+	stderr     *syncBuffer
 	cancel     context.CancelFunc
 	done       chan error
 }
 
-type opsBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *opsBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *opsBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var (
-	opsBannerRE  = regexp.MustCompile(`^asyncfn: serving .* on http://(\S+) \(`)
-	opsMetricsRE = regexp.MustCompile(`^asyncfn: metrics on (http://\S+)/metrics`)
-)
+var opsMetricsRE = regexp.MustCompile(`^asyncfn: metrics on (http://\S+)/metrics`)
 
 // opsStart runs `serve --addr 127.0.0.1:0 --store <tmp> args...` with env as its
 // environment and waits until it serves.
@@ -67,7 +45,7 @@ func opsStart(t *testing.T, args []string, env map[string]string, fns ...asyncfn
 	}
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--store", filepath.Join(t.TempDir(), "a.db")}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &opsServer{t: t, stderr: &opsBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &opsServer{t: t, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	go func() {
 		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, s.stderr, fns...)
@@ -97,7 +75,7 @@ func opsStart(t *testing.T, args []string, env map[string]string, fns ...asyncfn
 				cancel()
 				t.Fatalf("cli.Main %v stopped before serving: %v\nstderr:\n%s", args, <-s.done, s.stderr)
 			}
-			if m := opsBannerRE.FindStringSubmatch(line); m != nil {
+			if m := bannerRE.FindStringSubmatch(line); m != nil {
 				s.URL = "http://" + m[1]
 			}
 			if m := opsMetricsRE.FindStringSubmatch(line); m != nil {
