@@ -68,11 +68,12 @@ func HealthHandler(store asyncfn.Store, logger *slog.Logger) http.Handler {
 }
 
 // handleHealth mounts /healthz (the process answers) and /readyz (the store answers too).
+// They take every method, so that a POST is told 405 rather than routed as a function.
 func handleHealth(mux *http.ServeMux, store asyncfn.Store, logger *slog.Logger) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/healthz", getOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusOK, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("/readyz", getOnly(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := store.Ping(ctx); err != nil {
@@ -81,7 +82,19 @@ func handleHealth(mux *http.ServeMux, store asyncfn.Store, logger *slog.Logger) 
 			return
 		}
 		writeText(w, http.StatusOK, "ok")
-	})
+	}))
+}
+
+// getOnly answers methods other than GET and HEAD with 405.
+func getOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeText(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed here; use GET.", r.Method))
+			return
+		}
+		h(w, r)
+	}
 }
 
 type handler struct {

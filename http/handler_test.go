@@ -467,3 +467,23 @@ func TestSyncAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthMethods: the health endpoints answer GET, and other methods with 405 rather
+// than as an unknown function.
+func TestHealthMethods(t *testing.T) {
+	t.Parallel()
+	h := asyncfnhttp.HealthHandler(memory.New(), discard)
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/healthz", 200}, {"GET", "/readyz", 200}, {"HEAD", "/healthz", 200},
+		{"POST", "/healthz", 405}, {"DELETE", "/readyz", 405},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		if rec.Code != tc.want || (tc.want == 405 && rec.Header().Get("Allow") != "GET, HEAD") {
+			t.Errorf("%s %s = %d (Allow %q), want %d", tc.method, tc.path, rec.Code, rec.Header().Get("Allow"), tc.want)
+		}
+	}
+}
