@@ -158,7 +158,7 @@ func (st *Stats) Add(s State, n int) {
 // workers stopped (crashed, were killed, or lost the store) before finishing it.
 func AbandonedError(attempts int) *Error {
 	return &Error{Kind: Internal, Message: fmt.Sprintf(
-		"the batch was given up after %d attempts: each time, the worker running it stopped (crashed or was killed) before finishing it.", attempts)}
+		"the batch was given up: the worker running it stopped (crashed or was killed) before finishing it, on every attempt allowed (%d).", attempts)}
 }
 
 // Finished returns a copy of the Running batch b as Finish with p leaves it, so that

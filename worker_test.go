@@ -162,7 +162,7 @@ func TestLeaseExpiryAbandoned(t *testing.T) {
 	if status != http.StatusUnprocessableEntity || body != asyncfn.AbandonedError(1).Message {
 		t.Fatalf("GET = %d %q, want 422 %q", status, body, asyncfn.AbandonedError(1).Message)
 	}
-	if !strings.Contains(body, "1 attempt") || !strings.Contains(body, "stopped") || strings.Contains(body, "\n") {
+	if !strings.Contains(body, "every attempt allowed (1)") || !strings.Contains(body, "stopped") || strings.Contains(body, "\n") {
 		t.Errorf("message %q does not say the workers stopped, in one line", body)
 	}
 	if n := calls.Load(); n != 0 {

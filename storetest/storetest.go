@@ -496,8 +496,8 @@ func testClaimExpiredLeaseNoAttemptsLeft(t *testing.T, s asyncfn.Store) {
 	}
 	stored := mustGet(t, s, b.Key, now)
 	wantState(t, stored, asyncfn.Failed)
-	if stored.Error == nil || stored.Error.Kind != asyncfn.Internal || !strings.Contains(stored.Error.Message, "2 attempts") {
-		t.Fatalf("error of an abandoned batch = %+v; want Internal, naming 2 attempts", stored.Error)
+	if stored.Error == nil || stored.Error.Kind != asyncfn.Internal || !strings.Contains(stored.Error.Message, "every attempt allowed (2)") {
+		t.Fatalf("error of an abandoned batch = %+v; want Internal, naming its 2 attempts", stored.Error)
 	}
 }
 
