@@ -108,8 +108,8 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("current_schema() = %q, %v", schema, err)
 	}
 	// The processes reach PostgreSQL through a proxy that the test can cut.
-	px := startProxy(t, dsnHost(t, schemaDSN))
-	proxied := pgtest.Param(setDSNHost(t, schemaDSN, px.addr), "connect_timeout", "5")
+	px, proxied := pgtest.StartProxy(t, schemaDSN)
+	proxied = pgtest.Param(proxied, "connect_timeout", "5")
 	dsn := func(process string) string { return pgtest.Param(proxied, "application_name", appName+"_"+process) }
 
 	const (
@@ -259,11 +259,11 @@ func TestChaos(t *testing.T) {
 			return
 		}
 		c.outageStart.Store(time.Now().UnixNano())
-		px.down()
+		px.Down()
 		outages++
 		logf("database unreachable (connections cut, new ones refused)")
 		at(17 * time.Second)
-		if err := px.up(); err != nil {
+		if err := px.Up(); err != nil {
 			t.Fatal(err)
 		}
 		c.outageEnd.Store(time.Now().UnixNano())

@@ -5,9 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,35 +177,6 @@ func tail(s string, n int) string {
 	return "...\n" + s[len(s)-n:]
 }
 
-// setDSNHost returns dsn, a URL, with its host and port replaced.
-func setDSNHost(t testing.TB, dsn, hostport string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("ASYNCFN_TEST_POSTGRES must be a postgres:// URL for the chaos tests, not %q", dsn)
-	}
-	u.Host = hostport
-	return u.String()
-}
-
-// dsnHost returns the host:port of a postgres:// URL (default port 5432).
-func dsnHost(t testing.TB, dsn string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("ASYNCFN_TEST_POSTGRES must be a postgres:// URL for the chaos tests, not %q", dsn)
-	}
-	host := u.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	port := u.Port()
-	if port == "" {
-		port = "5432"
-	}
-	return net.JoinHostPort(host, port)
-}
-
 func randomSuffix() string { return strings.ToLower(rand.Text()[:10]) }
 
 // connect opens the test's own connection to the database.
@@ -222,97 +190,4 @@ func connect(t testing.TB, dsn string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
-}
-
-// proxy forwards TCP connections to PostgreSQL, so that the test can cut the processes
-// off the database (an outage) without touching the server that others use.
-type proxy struct {
-	target string
-	addr   string // fixed after the first up
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func startProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	p := &proxy{target: target, addr: "127.0.0.1:0", conns: map[net.Conn]struct{}{}}
-	if err := p.up(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.down(); p.wg.Wait() })
-	return p
-}
-
-// up listens (again, on the same address) and forwards.
-func (p *proxy) up() error {
-	var ln net.Listener
-	var err error
-	for range 50 { // the port was just closed: another may be binding it; unlikely
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("proxy: listening on %s again: %w", p.addr, err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Go(func() { p.forward(c) })
-		}
-	})
-	return nil
-}
-
-func (p *proxy) forward(c net.Conn) {
-	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil { // went down meanwhile
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	wg.Go(func() { pipe(s, c) })
-	wg.Go(func() { pipe(c, s) })
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, s)
-	p.mu.Unlock()
-}
-
-// down stops listening (new connections are refused) and cuts every connection.
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
@@ -297,9 +295,7 @@ func TestPostgresWorkerHealth(t *testing.T) {
 func TestPostgresFinishDuringOutage(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.Schema(t)
-	px := startPGProxy(t, dsn)
-	host, port, _ := net.SplitHostPort(px.addr)
-	proxied := pgtest.Param(pgtest.Param(dsn, "host", host), "port", port)
+	px, proxied := pgtest.StartProxy(t, dsn)
 	g := newGate()
 	var calls atomic.Int32
 	// The front end stores each batch's attempts (--max-attempts) as it accepts it.
@@ -312,80 +308,17 @@ func TestPostgresFinishDuringOutage(t *testing.T) {
 		t.Fatalf("POST = %v", r)
 	}
 	g.waitStarted(t)
-	px.down() // the worker loses the database while its function runs
+	px.Down() // the worker loses the database while its function runs
 	g.open()
 	eventually(t, "the function to return", func() bool { return g.running.Load() == 0 })
 	time.Sleep(500 * time.Millisecond) // the database stays away a while: setup, not a check
-	px.up(t)
+	if err := px.Up(); err != nil {
+		t.Fatal(err)
+	}
 
 	r := front.await("echo", "o1", http.StatusOK) // today: 422, "its workers died 1 times"
 	checkOK(t, r, echoed("kept"))
 	if n := calls.Load(); n != 1 {
 		t.Errorf("the function ran %d times, want 1: its result was thrown away", n)
 	}
-}
-
-// pgProxy forwards TCP connections to the test's PostgreSQL server, so that a test can cut
-// a process off the database without touching the server.
-type pgProxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func startPGProxy(t *testing.T, dsn string) *pgProxy {
-	t.Helper()
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasPrefix(cfg.Host, "/") {
-		t.Skip("the test server is reached by a Unix socket, which the proxy does not forward")
-	}
-	p := &pgProxy{target: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)), addr: "127.0.0.1:0"}
-	p.up(t)
-	t.Cleanup(p.down)
-	return p
-}
-
-// up listens again on the proxy's address, and forwards.
-func (p *pgProxy) up(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			db, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, db)
-			p.mu.Unlock()
-			go func() { io.Copy(c, db); c.Close() }()
-			go func() { io.Copy(db, c); db.Close() }()
-		}
-	}()
-}
-
-// down refuses new connections and cuts the open ones.
-func (p *pgProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }

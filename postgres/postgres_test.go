@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -565,77 +563,14 @@ func TestListenStops(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP connections to the database, and can go down (dropping the
-// connections through it, as a failed network or server would) and come up again.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	p := &proxy{target: target, addr: "127.0.0.1:0"}
-	p.up(t)
-	p.addr = p.ln.Addr().String()
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) up(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			db, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, db)
-			p.mu.Unlock()
-			go io.Copy(c, db)
-			go io.Copy(db, c)
-		}
-	}()
-}
-
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 func TestSurvivesOutage(t *testing.T) {
 	dsn := pgtest.Schema(t)
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasPrefix(cfg.Host, "/") {
-		t.Skip("the test server is reached by a Unix socket, which the proxy does not forward")
-	}
-	p := startProxy(t, net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)))
-	host, port, _ := net.SplitHostPort(p.addr)
-	s := open(t, pgtest.Param(pgtest.Param(dsn, "host", host), "port", port))
+	p, proxied := pgtest.StartProxy(t, dsn)
+	s := open(t, proxied)
 	key := asyncfn.Key{Function: "echo", BatchID: "before"}
 	mustCreate(t, s, newBatch(key.Function, key.BatchID, t0))
 
-	p.down()
+	p.Down()
 	for i := range 3 {
 		if _, err := s.Get(ctx, key, t0, false); !errors.Is(err, asyncfn.ErrUnavailable) {
 			t.Fatalf("Get %d during the outage: %v, want ErrUnavailable", i, err)
@@ -647,7 +582,9 @@ func TestSurvivesOutage(t *testing.T) {
 		t.Fatalf("Listen during the outage: %v, want ErrUnavailable", err)
 	}
 
-	p.up(t)
+	if err := p.Up(); err != nil {
+		t.Fatal(err)
+	}
 	ok := 0
 	for i := 0; ok < 3; i++ {
 		if i == 20 {
