@@ -230,8 +230,9 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 			nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt)); err != nil {
 			return s.translate(err)
 		}
-		// A re-created expired key must not keep the old batch's result.
-		if _, err = tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ? AND kind = 'result'`,
+		// A re-created expired key keeps nothing of the old batch: neither its result nor
+		// its payload, which would otherwise stand in for a payload still to come.
+		if _, err = tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ?`,
 			b.Key.Function, b.Key.BatchID); err != nil {
 			return s.translate(err)
 		}
@@ -390,7 +391,10 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 		out, err = s.lease(ctx, tx, p, where, args...)
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err // not committed: the leases read inside the transaction are not held
+	}
+	return out, nil
 }
 
 func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParams) (*asyncfn.Batch, error) {
@@ -423,10 +427,10 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 		}
 		return nil
 	})
-	if err == nil {
-		err = notClaimable
+	if err != nil {
+		return nil, err // not committed: the lease is not held
 	}
-	return out, err
+	return out, notClaimable
 }
 
 func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {

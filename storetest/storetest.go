@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CreateAfterExpiry", testCreateAfterExpiry},
 		{"CreateClaimed", testCreateClaimed},
 		{"CreateClaimedWithoutPayload", testCreateClaimedWithoutPayload},
+		{"RecreateClaimedWithoutPayload", testRecreateClaimedWithoutPayload},
 		{"GetNotFound", testGetNotFound},
 		{"GetExpired", testGetExpired},
 		{"KeysAreSeparate", testKeysAreSeparate},
@@ -324,6 +325,47 @@ func testCreateClaimedWithoutPayload(t *testing.T, s asyncfn.Store) {
 	}
 	err = s.SavePayload(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, later, payload)
 	wantErr(t, "SavePayload of an unknown batch", err, asyncfn.ErrNotFound)
+}
+
+// An expired batch not yet swept, whose key is created again claimed and without its
+// payload (a POST run at once), must lend the new batch nothing: not its payload, which
+// would let the new batch be claimed and run on the old rows, nor its result.
+func testRecreateClaimedWithoutPayload(t *testing.T, s asyncfn.Store) {
+	old := newBatch("echo", "again", t0)
+	old.Payload = []byte(`{"data":[[0,"AAA"]]}`)
+	old.Digest, old.Rows, old.ExpiresAt = asyncfn.Digest(old.Payload), 1, t0.Add(time.Minute)
+	mustCreate(t, s, old)
+	mustClaimKey(t, s, old.Key, "w", t0)
+	if err := s.Finish(ctx, old.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,"AAA"]]}`)}); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+
+	later := t0.Add(2 * time.Minute) // the old batch has expired; no sweep has run
+	b := newBatch("echo", "again", later)
+	payload := []byte(`{"data":[[0,"BBB0"],[1,"BBB1"],[2,"BBB2"],[3,"BBB3"],[4,"BBB4"]]}`)
+	b.Digest, b.Rows = asyncfn.Digest(payload), 5
+	b.State, b.Owner, b.LeaseUntil, b.StartedAt, b.Attempts = asyncfn.Running, "front", later.Add(30*time.Second), later, 1
+	b.Payload = nil
+	mustCreate(t, s, b)
+	got := mustGet(t, s, b.Key, later)
+	if got.Payload != nil || got.Result != nil || got.Rows != 5 || got.State != asyncfn.Running {
+		t.Fatalf("re-created batch = state %s, rows %d, payload %q, result %q; want running, 5 rows, no payload, no result",
+			got.State, got.Rows, got.Payload, got.Result)
+	}
+	// Its creator dies before storing the payload: nothing may run it on the old rows.
+	if got, err := s.Claim(ctx, claim("w", later.Add(time.Minute), 10)); err != nil || len(got) != 0 {
+		t.Fatalf("Claim of the re-created batch without its payload = %v, %v; want nothing", keysOf(got), err)
+	}
+	if err := s.SavePayload(ctx, b.Key, later.Add(time.Minute), payload); err != nil {
+		t.Fatalf("SavePayload: %v", err)
+	}
+	if p := mustGet(t, s, b.Key, later.Add(time.Minute)).Payload; !bytes.Equal(p, payload) {
+		t.Fatalf("payload of the re-created batch = %q, want %q", p, payload)
+	}
+	claimed, err := s.Claim(ctx, claim("w", later.Add(time.Minute), 10))
+	if err != nil || len(claimed) != 1 || !bytes.Equal(claimed[0].Payload, payload) {
+		t.Fatalf("Claim after SavePayload = %+v, %v; want the new batch with its own payload", claimed, err)
+	}
 }
 
 func testGetNotFound(t *testing.T, s asyncfn.Store) {
