@@ -172,15 +172,25 @@ func (p *Pool) claimLoop(ctx context.Context) {
 	defer unsubscribe()
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
+	var backoff time.Duration
 	for {
 		claimed, err := p.claimOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			p.logger.Warn("claiming batches failed", "err", err)
+			// A store that fails (full disk, outage) is asked again only after a growing
+			// pause, whatever wakes the loop: each try costs a transaction, and new
+			// batches and freed slots would otherwise make it a hot loop.
+			backoff = min(max(2*backoff, claimBackoffMin), claimBackoffMax)
+			p.logger.Warn("claiming batches failed; trying again later", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			continue
 		}
-		if claimed > 0 && err == nil {
+		backoff = 0
+		if claimed > 0 {
 			continue // there may be more
 		}
 		select {
@@ -230,6 +240,11 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 		return 0, nil
 	}
 	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: limit, Functions: functions})
+	if err != nil {
+		// A claim that failed is not known to be durable: running its batches could run
+		// each of them any number of times without counting an attempt.
+		return 0, err
+	}
 	for _, b := range batches {
 		p.slots <- struct{}{}
 		if sem := p.perFunc[b.Key.Function]; sem != nil {
@@ -241,8 +256,14 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 			p.run(p.runCtx, b, nil)
 		}()
 	}
-	return len(batches), err
+	return len(batches), nil
 }
+
+// The pause after a failed claim doubles from claimBackoffMin up to claimBackoffMax.
+const (
+	claimBackoffMin = 100 * time.Millisecond
+	claimBackoffMax = 10 * time.Second
+)
 
 func (p *Pool) release(function string) {
 	if sem := p.perFunc[function]; sem != nil {
