@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // MaxResultBytes is Snowflake's limit on the size of one batch's response.
@@ -98,6 +99,19 @@ func ParseRows(body []byte) ([]Row, error) {
 	}
 	if rows == nil {
 		rows = []Row{}
+	}
+	// encoding/json accepts invalid UTF-8 in strings (it decodes it as U+FFFD), and a
+	// function given the raw bytes would echo them into an answer that is not JSON.
+	// Snowflake sends only valid UTF-8: a body that is not was made by something else.
+	if !utf8.Valid(body) {
+		for _, r := range rows {
+			for _, a := range r.Args {
+				if !utf8.Valid(a) {
+					return nil, InvalidInputf("row %d of the request holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.", r.Number)
+				}
+			}
+		}
+		return nil, InvalidInputf("the request body holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.")
 	}
 	return rows, nil
 }
@@ -207,8 +221,22 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 			buf.WriteString("null")
 		case json.RawMessage:
 			// One of the row's own arguments (an echo) was validated with the request.
-			if !isArgOf(v, rows[i]) && !json.Valid(v) {
-				return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
+			if !isArgOf(v, rows[i]) {
+				if !json.Valid(v) {
+					return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
+				}
+				if !utf8.Valid(v) {
+					// Re-encoded, its invalid bytes become U+FFFD, as in any Go string encoded.
+					var decoded any
+					d := json.NewDecoder(bytes.NewReader(v))
+					d.UseNumber()          // numbers as written, not as float64
+					_ = d.Decode(&decoded) // valid: checked above
+					if err := enc.Encode(decoded); err != nil {
+						return nil, fmt.Errorf("the function's value for row %d cannot be encoded as JSON: %v", rows[i].Number, err)
+					}
+					buf.Truncate(buf.Len() - 1) // Encode's newline
+					break
+				}
 			}
 			buf.Write(v)
 		default:

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/asyncfn/asyncfn"
 )
@@ -225,6 +227,7 @@ func FuzzParseRows(f *testing.F) {
 		`{"data": [[-0, 1]]}`,
 		`{"data": [["0", 1]]}`,
 		`{"DATA": [[0, 1]]}`,
+		"{\"data\": [[0, \"\xff\xfe\"]]}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -255,6 +258,9 @@ func FuzzParseRows(f *testing.F) {
 		var res struct{ Data [][]json.RawMessage }
 		if err := json.Unmarshal(out, &res); err != nil || len(res.Data) != len(rows) {
 			t.Fatalf("EncodeResult = %s (%v), want %d rows", out, err, len(rows))
+		}
+		if !utf8.Valid(out) {
+			t.Fatalf("EncodeResult = %q, not valid UTF-8", out)
 		}
 	})
 }
@@ -303,7 +309,64 @@ func parseRowsReference(body []byte) ([]asyncfn.Row, string) {
 		}
 		rows[i] = asyncfn.Row{Number: n, Args: cols[1:]}
 	}
+	if !utf8.Valid(body) {
+		for _, r := range rows {
+			for _, a := range r.Args {
+				if !utf8.Valid(a) {
+					return nil, fmt.Sprintf("row %d of the request holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.", r.Number)
+				}
+			}
+		}
+		return nil, "the request body holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does."
+	}
 	return rows, ""
+}
+
+// TestParseRowsInvalidUTF8 (correctness issue, defect 6): raw bytes that are not UTF-8
+// are refused with a sentence that names the row, wherever they stand.
+func TestParseRowsInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{"{\"data\":[[0,\"ok\"],[1,\"\xff\xfe\"]]}", "row 1 of the request holds text that is not valid UTF-8"},
+		{"{\"data\":[[0,{\"k\xff\":1}]]}", "row 0 of the request holds text that is not valid UTF-8"},
+		{"{\"x\xff\":1,\"data\":[[0,\"ok\"]]}", "the request body holds text that is not valid UTF-8"},
+	} {
+		rows, err := asyncfn.ParseRows([]byte(tc.body))
+		if err == nil || rows != nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("ParseRows(%q) = %v, %v; want an error starting %q", tc.body, rows, err, tc.want)
+			continue
+		}
+		checkInvalidInput(t, err)
+	}
+	if _, err := asyncfn.ParseRows([]byte(`{"data":[[0,"h\u00e9 \ud83d\ude00 ok"],[1,"é😀"]]}`)); err != nil {
+		t.Errorf("valid UTF-8 and escapes refused: %v", err)
+	}
+}
+
+// TestEncodeResultNeverInvalidUTF8 (defect 6): whatever a function returns, the answer is
+// valid UTF-8 and valid JSON; invalid bytes become U+FFFD.
+func TestEncodeResultNeverInvalidUTF8(t *testing.T) {
+	rows := []asyncfn.Row{{Number: 0}, {Number: 1}, {Number: 2}}
+	out, err := asyncfn.EncodeResult(rows, []any{
+		json.RawMessage("{\"k\":\"a\xffb\",\"n\":12345678901234567890}"),
+		"c\xfe",
+		map[string]any{"s": "\xff"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"data":[[0,{"k":"a�b","n":12345678901234567890}],[1,"c�"],[2,{"s":"�"}]]}`
+	decode := func(b []byte) any {
+		var v any
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		if err := d.Decode(&v); err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		return v
+	}
+	if !utf8.Valid(out) || !reflect.DeepEqual(decode(out), decode([]byte(want))) {
+		t.Errorf("EncodeResult = %q, want the values of %q", out, want)
+	}
 }
 
 // FuzzParseRowsMatchesEncodingJSON checks the fast scanner against encoding/json.
