@@ -148,9 +148,10 @@ func (p *production) routes(reg *asyncfn.Registry, m *metrics.Metrics, rec *stat
 	return routes, nil
 }
 
-// protect wraps a handler in request metrics and authentication.
+// protect wraps a handler in authentication and request metrics, in that order: a request
+// refused for want of a key creates no series.
 func protect(h http.Handler, m *metrics.Metrics, keys []string, logger *slog.Logger) http.Handler {
-	return asyncfnhttp.ObserveRequests(m.ObserveHTTP)(asyncfnhttp.RequireKey(keys, logger)(h))
+	return asyncfnhttp.RequireKey(keys, logger)(asyncfnhttp.ObserveRequests(m.ObserveHTTP)(h))
 }
 
 // listenMetrics listens on --metrics-addr, if set (nil otherwise), refusing an exposed

@@ -82,6 +82,9 @@ func New(reg *asyncfn.Registry) *Metrics {
 	m.batchTime = m.histogram("asyncfn_batch_duration_seconds", "Time from accepting a batch to its final outcome.", batchBuckets, fn)
 	m.storeErrors = m.counter("asyncfn_store_errors_total", "Store operations that failed (not counting the contract's expected answers such as not found or duplicate).", []string{"operation"})
 	m.storeTime = m.histogram("asyncfn_store_operation_duration_seconds", "Time of store operations.", acceptBuckets, []string{"operation"})
+	for _, op := range storeOperations {
+		m.storeErrors.WithLabelValues(op) // exported at 0, so that an alert sees the first error as a rise
+	}
 	m.httpResponses = m.counter("asyncfn_http_responses_total", "HTTP responses sent, by method and status code.", []string{"method", "code"})
 	m.httpTime = m.histogram("asyncfn_http_request_duration_seconds", "Time to answer HTTP requests, held polls included.", batchBuckets, []string{"method"})
 	m.throttled = prometheus.NewCounter(prometheus.CounterOpts{Name: "asyncfn_http_too_many_requests_total", Help: "429 answers sent: Snowflake was asked to slow down."})
@@ -165,10 +168,21 @@ func (m *Metrics) BatchFinished(i asyncfn.RunInfo) {
 	}
 }
 
-// ObserveHTTP records one HTTP response; pass it to asyncfnhttp.ObserveRequests.
+// methods are the HTTP methods counted under their own name; any other is "other", so
+// that a client inventing methods cannot grow the number of series.
+var methods = map[string]bool{http.MethodGet: true, http.MethodPost: true, http.MethodHead: true,
+	http.MethodPut: true, http.MethodDelete: true, http.MethodPatch: true, http.MethodOptions: true}
+
+// ObserveHTTP records one HTTP response; pass it to asyncfnhttp.ObserveRequests. Its
+// labels come from fixed sets: the method (or "other") and the status code, which the
+// server chooses.
 func (m *Metrics) ObserveHTTP(r *http.Request, status int, d time.Duration) {
-	m.httpResponses.WithLabelValues(r.Method, strconv.Itoa(status)).Inc()
-	m.httpTime.WithLabelValues(r.Method).Observe(d.Seconds())
+	method := r.Method
+	if !methods[method] {
+		method = "other"
+	}
+	m.httpResponses.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.httpTime.WithLabelValues(method).Observe(d.Seconds())
 	if status == http.StatusTooManyRequests {
 		m.throttled.Inc()
 	}

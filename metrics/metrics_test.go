@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -67,8 +68,39 @@ func TestStoreErrors(t *testing.T) {
 	m = newMetrics(t)
 	store = m.Store(failing{Store: memory.New(), err: asyncfn.ErrNotFound})
 	store.Get(ctx, asyncfn.Key{Function: "echo", BatchID: "x"}, time.Now(), false)
-	if n := series(t, m, "asyncfn_store_errors_total"); n != 0 {
-		t.Errorf("ErrNotFound counted as a store error (%d series)", n)
+	if body := scrape(t, m); !strings.Contains(body, `asyncfn_store_errors_total{operation="get"} 0`+"\n") {
+		t.Errorf("ErrNotFound counted as a store error:\n%s", grep(body, "asyncfn_store_errors_total"))
+	}
+}
+
+// TestStoreErrorsStartAtZero: every operation's error count is exported at 0 before the
+// first error, so that an alert on its rise sees the first one.
+func TestStoreErrorsStartAtZero(t *testing.T) {
+	m := newMetrics(t)
+	m.Store(memory.New())
+	body := scrape(t, m)
+	for _, op := range []string{"create", "claim", "finish", "save_payload", "ping"} {
+		if want := `asyncfn_store_errors_total{operation="` + op + `"} 0` + "\n"; !strings.Contains(body, want) {
+			t.Errorf("no %q before any error in:\n%s", want, grep(body, "asyncfn_store_errors_total"))
+		}
+	}
+}
+
+// TestMethodLabel (correctness issue, defect 3): methods invented by a client share one
+// label value, so that they cannot grow /metrics without bound.
+func TestMethodLabel(t *testing.T) {
+	m := newMetrics(t)
+	for i := range 100 {
+		r := httptest.NewRequest("GET", "/echo", nil)
+		r.Method = fmt.Sprintf("M%d", i)
+		m.ObserveHTTP(r, http.StatusMethodNotAllowed, time.Millisecond)
+	}
+	m.ObserveHTTP(httptest.NewRequest("POST", "/echo", nil), http.StatusAccepted, time.Millisecond)
+	if n := series(t, m, "asyncfn_http_responses_total"); n != 2 {
+		t.Errorf("%d series of responses for 100 invented methods and a POST, want 2", n)
+	}
+	if body := scrape(t, m); !strings.Contains(body, `asyncfn_http_responses_total{code="405",method="other"} 100`) {
+		t.Errorf("invented methods not counted as other:\n%s", grep(body, "asyncfn_http_responses_total"))
 	}
 }
 

@@ -38,6 +38,10 @@ func (s *notifierStore) Listen(ctx context.Context, fn func(asyncfn.Event)) erro
 var expected = []error{asyncfn.ErrNotFound, asyncfn.ErrDuplicate, asyncfn.ErrConflict,
 	asyncfn.ErrLeaseLost, asyncfn.ErrNotClaimable, context.Canceled}
 
+// storeOperations are the operation labels of the store's metrics.
+var storeOperations = []string{"create", "get", "claim", "claim_key", "extend", "finish", "mark_delivered",
+	"sweep", "stats", "count_queued", "save_payload", "ping"}
+
 func (s *instrumentedStore) done(op string, began time.Time, err error) {
 	s.m.storeTime.WithLabelValues(op).Observe(time.Since(began).Seconds())
 	if err == nil {
