@@ -23,6 +23,11 @@ var (
 	// ErrUnavailable wraps errors that mean the store cannot be reached now; callers answer
 	// 503 so that Snowflake retries.
 	ErrUnavailable = errors.New("asyncfn: store unavailable")
+	// ErrNoWrites wraps errors that mean the store is there but cannot take writes now:
+	// its disk is full, it is read-only, it fails with I/O errors, or its file is
+	// corrupt. It wraps ErrUnavailable: callers answer 503 so that Snowflake retries,
+	// and an operator is told what to fix.
+	ErrNoWrites = fmt.Errorf("%w: it cannot take writes now", ErrUnavailable)
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("asyncfn: store closed")
 )

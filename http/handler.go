@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -32,9 +33,27 @@ const maxBatchIDBytes = 1024
 type Config struct {
 	// MaxBodyBytes bounds a request body after decompression. Default 16 MB.
 	MaxBodyBytes int64
+	// MaxInflightBytes bounds the bytes of request bodies being read and decoded at once,
+	// across all requests, so that many large or compressed bodies arriving together
+	// cannot exhaust memory: past it a POST is answered 429 (Snowflake retries it) instead
+	// of allocating. Default DefaultMaxInflightBytes(0).
+	MaxInflightBytes int64
+	// RetryAfter is the Retry-After of 429 and 503 answers. Default 1s.
+	RetryAfter time.Duration
 	// Routes are extra handlers mounted beside the functions, by mux pattern (for
 	// example "GET /metrics"). Function routes take the single-segment paths.
 	Routes map[string]http.Handler
+}
+
+// DefaultMaxInflightBytes is the default of Config.MaxInflightBytes for a machine (or
+// container) with memory bytes of memory: a sixteenth of it, from 64 MB to 512 MB, so
+// that bodies in flight leave room for their parsed rows and results. 0 (unknown memory)
+// gives 256 MB.
+func DefaultMaxInflightBytes(memory int64) int64 {
+	if memory <= 0 {
+		return 256 << 20
+	}
+	return min(max(memory/16, 64<<20), 512<<20)
 }
 
 // DefaultMaxBodyBytes is the default of Config.MaxBodyBytes: Snowflake's responses are
@@ -47,12 +66,18 @@ func NewHandler(svc *asyncfn.Service, logger *slog.Logger, cfg Config) http.Hand
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	h := &handler{svc: svc, logger: logger, cfg: cfg}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes(0)
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = time.Second
+	}
+	h := &handler{svc: svc, logger: logger, cfg: cfg, inflight: &budget{max: cfg.MaxInflightBytes}}
 	mux := http.NewServeMux()
 	handleHealth(mux, svc.Store(), logger)
 	mux.HandleFunc("/{function}", h.batch)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.writeError(w, r, asyncfn.ErrUnknownFunction, asyncfn.Key{Function: strings.Trim(r.URL.Path, "/")})
+		h.writeError(w, r, asyncfn.ErrUnknownFunction, asyncfn.Key{})
 	})
 	for pattern, route := range cfg.Routes {
 		mux.Handle(pattern, route)
@@ -77,8 +102,12 @@ func handleHealth(mux *http.ServeMux, store asyncfn.Store, logger *slog.Logger) 
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := store.Ping(ctx); err != nil {
-			logger.Warn("not ready: the store is unreachable", "err", err)
-			writeText(w, http.StatusServiceUnavailable, "the store is unreachable.")
+			msg := "the store is unreachable."
+			if errors.Is(err, asyncfn.ErrNoWrites) {
+				msg = noWrites + "."
+			}
+			logger.Warn("not ready: "+msg, "err", err)
+			writeText(w, http.StatusServiceUnavailable, msg)
 			return
 		}
 		writeText(w, http.StatusOK, "ok")
@@ -98,9 +127,10 @@ func getOnly(h http.HandlerFunc) http.HandlerFunc {
 }
 
 type handler struct {
-	svc    *asyncfn.Service
-	logger *slog.Logger
-	cfg    Config
+	svc      *asyncfn.Service
+	logger   *slog.Logger
+	cfg      Config
+	inflight *budget // bytes of request bodies held by requests being answered
 }
 
 func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
@@ -132,11 +162,18 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) accept(w http.ResponseWriter, r *http.Request, key asyncfn.Key) {
+	// A body declared too large is refused as such whatever the queue holds: a retry
+	// could never succeed.
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		h.writeError(w, r, tooLarge(h.cfg.MaxBodyBytes), key)
+		return
+	}
 	if err := h.svc.Admit(r.Context(), key); err != nil {
 		h.writeError(w, r, err, key)
 		return
 	}
-	body, err := readBody(w, r, h.cfg.MaxBodyBytes)
+	body, held, err := readBody(w, r, h.cfg.MaxBodyBytes, h.inflight)
+	defer h.inflight.give(held)
 	if err != nil {
 		h.writeError(w, r, err, key)
 		return
@@ -194,63 +231,75 @@ func failureStatus(kind asyncfn.ErrorKind) int {
 	return http.StatusUnprocessableEntity
 }
 
-// errorStatus maps the domain's errors to statuses: the one table of them.
-var errorStatus = []struct {
-	err    error
+// errorAnswer is how an error is answered: its status, the reason a refused POST is
+// counted under (Observer.BatchRejected), and its one sentence.
+type errorAnswer struct {
 	status int
+	reason string
+	msg    func(h *handler, r *http.Request, key asyncfn.Key) string
+}
+
+func fixed(msg string) func(*handler, *http.Request, asyncfn.Key) string {
+	return func(*handler, *http.Request, asyncfn.Key) string { return msg }
+}
+
+// errorTable maps the domain's errors to their answers: the one table of them. The first
+// match wins, so a more specific error comes before the one it wraps. Anything else is
+// a 500.
+var errorTable = []struct {
+	err error
+	errorAnswer
 }{
-	{asyncfn.ErrUnknownFunction, http.StatusNotFound},
-	{asyncfn.ErrNotFound, http.StatusNotFound},
-	{asyncfn.ErrConflict, http.StatusConflict},
-	{asyncfn.ErrOverloaded, http.StatusTooManyRequests},
-	{asyncfn.ErrUnavailable, http.StatusServiceUnavailable},
-	{asyncfn.ErrDispatch, http.StatusServiceUnavailable},
-	{asyncfn.ErrClosed, http.StatusServiceUnavailable},
+	{asyncfn.ErrUnknownFunction, errorAnswer{http.StatusNotFound, "unknown_function", func(h *handler, r *http.Request, _ asyncfn.Key) string {
+		return fmt.Sprintf("no function is served at %s; this service serves %s.", r.URL.Path, Routes(h.svc.Registry()))
+	}}},
+	{asyncfn.ErrNotFound, errorAnswer{http.StatusNotFound, "unknown_function", func(_ *handler, _ *http.Request, key asyncfn.Key) string {
+		return fmt.Sprintf("batch %s of function %s is unknown or has expired: it was never sent here, or its result was collected or kept past the retention period.", key.BatchID, key.Function)
+	}}},
+	{asyncfn.ErrConflict, errorAnswer{http.StatusConflict, "conflict", func(_ *handler, _ *http.Request, key asyncfn.Key) string {
+		return fmt.Sprintf("batch %s was already sent to function %s with a different body; a batch id may be reused only to retry the same rows.", key.BatchID, key.Function)
+	}}},
+	{asyncfn.ErrOverloaded, errorAnswer{http.StatusTooManyRequests, "overloaded", fixed("the service has too many batches queued; Snowflake will retry.")}},
+	{asyncfn.ErrDispatch, errorAnswer{http.StatusServiceUnavailable, "unavailable", fixed("the service could not start a worker for the batch; Snowflake will retry.")}},
+	{asyncfn.ErrNoWrites, errorAnswer{http.StatusServiceUnavailable, "unavailable", fixed(noWrites + "; Snowflake will retry.")}},
+	{asyncfn.ErrUnavailable, errorAnswer{http.StatusServiceUnavailable, "unavailable", fixed("the service's store is unavailable; Snowflake will retry.")}},
+	{asyncfn.ErrClosed, errorAnswer{http.StatusServiceUnavailable, "unavailable", fixed("the service's store is unavailable; Snowflake will retry.")}},
 	// The client went away (or the server is shutting down): nobody reads the answer.
-	{context.Canceled, http.StatusServiceUnavailable},
+	{context.Canceled, errorAnswer{http.StatusServiceUnavailable, "unavailable", fixed("the service is shutting down; Snowflake will retry.")}},
+}
+
+var internalError = errorAnswer{http.StatusInternalServerError, "internal", fixed("the service failed with an internal error; see its log.")}
+
+// noWrites says why a store that takes no writes fails a request or readiness.
+const noWrites = "the service's store cannot take writes now (its disk may be full, read-only or failing)"
+
+// answerFor returns how err is answered.
+func answerFor(err error) errorAnswer {
+	var reqErr *requestError
+	if errors.As(err, &reqErr) {
+		return errorAnswer{reqErr.status, reqErr.reason, fixed(reqErr.msg)}
+	}
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			return e.errorAnswer
+		}
+	}
+	return internalError
 }
 
 // writeError answers err with its status and one sentence.
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error, key asyncfn.Key) {
-	var reqErr *requestError
-	if errors.As(err, &reqErr) {
-		h.rejected(r, key, reqErr.status)
-		writeText(w, reqErr.status, reqErr.msg)
-		return
+	a := answerFor(err)
+	if a.status == http.StatusTooManyRequests || a.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Round(time.Second).Seconds())))
 	}
-	status := http.StatusInternalServerError
-	for _, e := range errorStatus {
-		if errors.Is(err, e.err) {
-			status = e.status
-			break
-		}
+	if a.status >= 500 && !errors.Is(err, context.Canceled) {
+		h.logger.Error("request failed", "method", r.Method, "function", key.Function, "batch_id", key.BatchID, "status", a.status, "err", err)
 	}
-	var msg string
-	switch status {
-	case http.StatusNotFound:
-		if errors.Is(err, asyncfn.ErrUnknownFunction) {
-			msg = fmt.Sprintf("no function is served at /%s; this service serves %s.", key.Function, Routes(h.svc.Registry()))
-		} else {
-			msg = fmt.Sprintf("batch %s of function %s is unknown or has expired: it was never sent here, or its result was collected or kept past the retention period.", key.BatchID, key.Function)
-		}
-	case http.StatusConflict:
-		msg = fmt.Sprintf("batch %s was already sent to function %s with a different body; a batch id may be reused only to retry the same rows.", key.BatchID, key.Function)
-	case http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "1")
-		msg = "the service has too many batches queued; Snowflake will retry."
-	case http.StatusServiceUnavailable:
-		msg = "the service's store is unavailable; Snowflake will retry."
-		if errors.Is(err, asyncfn.ErrDispatch) {
-			msg = "the service could not start a worker for the batch; Snowflake will retry."
-		}
-	default:
-		msg = "the service failed with an internal error; see its log."
+	if r.Method == http.MethodPost {
+		h.svc.Observer().BatchRejected(key.Function, a.reason)
 	}
-	if status >= 500 && !errors.Is(err, context.Canceled) {
-		h.logger.Error("request failed", "method", r.Method, "function", key.Function, "batch_id", key.BatchID, "status", status, "err", err)
-	}
-	h.rejected(r, key, status)
-	writeText(w, status, msg)
+	writeText(w, a.status, a.msg(h, r, key))
 }
 
 // Routes lists the paths of the registry's functions: "/echo, /sentiment".

@@ -3,8 +3,6 @@ package http
 import (
 	"net/http"
 	"time"
-
-	"github.com/asyncfn/asyncfn"
 )
 
 // ObserveRequests returns middleware that calls record after each request with its final
@@ -49,28 +47,4 @@ func (w *statusWriter) status() int {
 		return http.StatusOK
 	}
 	return w.code
-}
-
-// rejectReasons names, for Observer.BatchRejected, why a POST was refused, by the status
-// it was answered with.
-var rejectReasons = map[int]string{
-	http.StatusBadRequest:            "bad_request",
-	http.StatusNotFound:              "unknown_function",
-	http.StatusConflict:              "conflict",
-	http.StatusRequestEntityTooLarge: "too_large",
-	http.StatusUnsupportedMediaType:  "unsupported_encoding",
-	http.StatusTooManyRequests:       "overloaded",
-	http.StatusServiceUnavailable:    "unavailable",
-}
-
-// rejected reports a POST answered with an error status before its batch was stored.
-func (h *handler) rejected(r *http.Request, key asyncfn.Key, status int) {
-	if r.Method != http.MethodPost {
-		return
-	}
-	reason, ok := rejectReasons[status]
-	if !ok {
-		reason = "internal"
-	}
-	h.svc.Observer().BatchRejected(key.Function, reason)
 }
