@@ -21,8 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/asyncfn/asyncfn"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Store is an asyncfn.Store in a SQLite file.
@@ -68,6 +70,12 @@ CREATE TABLE IF NOT EXISTS blobs (
 	kind     TEXT NOT NULL, -- payload or result
 	data     BLOB NOT NULL,
 	PRIMARY KEY (function, batch_id, kind)
+);
+-- One row that Ping rewrites, to tell that the file takes writes.
+CREATE TABLE IF NOT EXISTS probe (
+	id  INTEGER PRIMARY KEY,
+	at  INTEGER NOT NULL,
+	pad BLOB
 );
 PRAGMA user_version = 1;
 `
@@ -117,6 +125,13 @@ func Open(path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: not a store of this version of asyncfn (schema version %d, %v)", path, version, err)
 	}
+	// A damaged file is found now, with its name, rather than by the first batch that
+	// touches the damaged page. quick_check reads every page once: about a second per
+	// gigabyte.
+	if err := quickCheck(ctx, write); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s is damaged, restore it from a backup or move it away to start empty: %w", path, err)
+	}
 	if _, err := write.ExecContext(ctx, schema); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: creating the schema: %w", path, err)
@@ -126,6 +141,32 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite store %s: expiring old leases: %w", path, err)
 	}
 	return s, nil
+}
+
+// quickCheck runs SQLite's quick_check and returns its first findings as an error.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `PRAGMA quick_check(5)`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return err
+		}
+		if line != "ok" {
+			problems = append(problems, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("quick_check: %s", strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // columns are read by scan in this order.
@@ -183,8 +224,25 @@ func (s *Store) translate(err error) error {
 		return asyncfn.ErrClosed
 	case errors.Is(err, sql.ErrNoRows):
 		return asyncfn.ErrNotFound
+	case noWrites(err):
+		return fmt.Errorf("%w: sqlite store: %w", asyncfn.ErrNoWrites, err)
 	}
 	return fmt.Errorf("sqlite store: %w", err)
+}
+
+// noWrites reports whether err means that the file cannot take writes now: the disk is
+// full, the file or its directory is read-only, the disk fails, or the file is corrupt.
+func noWrites(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() & 0xff { // the primary code, without its extended part
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT,
+		sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM:
+		return true
+	}
+	return false
 }
 
 // tx runs fn in a write transaction.
@@ -563,12 +621,18 @@ func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
 	return n, s.translate(err)
 }
 
+// Ping writes a small row: a full disk or a read-only file still answers reads, and only
+// a write tells that batches can be stored.
 func (s *Store) Ping(ctx context.Context) error {
-	if s.closed.Load() {
-		return asyncfn.ErrClosed
-	}
-	return s.translate(s.read.PingContext(ctx))
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO probe (id, at, pad) VALUES (1, ?, zeroblob(?))`,
+			time.Now().UnixNano(), probeBytes)
+		return s.translate(err)
+	})
 }
+
+// probeBytes is the size of Ping's write: a few pages, as a small batch takes.
+const probeBytes = 16 << 10
 
 // Close closes the database and releases the file lock.
 func (s *Store) Close() error {
