@@ -183,6 +183,8 @@ func translate(err error) error {
 		switch code := pgErr.Code; {
 		case strings.HasPrefix(code, "08"), code == "57P01", code == "57P02", code == "57P03", code == "53300":
 			return unavailable(err)
+		case noWrites[code]:
+			return fmt.Errorf("%w: postgres: %w", asyncfn.ErrNoWrites, err)
 		}
 	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err), pgconn.Timeout(err),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, context.DeadlineExceeded):
@@ -193,9 +195,24 @@ func translate(err error) error {
 
 func unavailable(err error) error { return fmt.Errorf("%w: %w", asyncfn.ErrUnavailable, err) }
 
-// Ping reports whether the database answers.
+// noWrites are the SQLSTATEs that mean the server is there but cannot take writes now: a
+// full disk (53100), a read-only transaction (25006: a standby after a failover, or
+// default_transaction_read_only), an I/O error (58030), corrupt data or index (XX001,
+// XX002).
+var noWrites = map[string]bool{"53100": true, "25006": true, "58030": true, "XX001": true, "XX002": true}
+
+// Ping reports whether the database answers and takes writes: a standby, or a session
+// made read-only, answers every read and refuses every batch.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.err(s.pool.Ping(ctx))
+	var writable bool
+	err := s.pool.QueryRow(ctx, `SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'`).Scan(&writable)
+	if err != nil {
+		return s.err(err)
+	}
+	if !writable {
+		return fmt.Errorf("%w: postgres: the server is read-only (a standby, or default_transaction_read_only)", asyncfn.ErrNoWrites)
+	}
+	return nil
 }
 
 // Close ends every Listen and closes the pool, waiting for the calls in flight.

@@ -638,3 +638,24 @@ func TestAbandonedError(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnly (correctness issue, defect 7): a server that refuses writes (a standby
+// after a failover, a session made read-only) is ErrNoWrites, which the front end answers
+// 503, and Ping says so, so that /readyz fails.
+func TestReadOnly(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Schema(t)
+	open(t, dsn) // migrated while writable
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	ro := open(t, dsn+sep+"options=-c%20default_transaction_read_only%3Don")
+	_, err := ro.Create(ctx, newBatch("echo", "b", t0))
+	if !errors.Is(err, asyncfn.ErrNoWrites) || !errors.Is(err, asyncfn.ErrUnavailable) {
+		t.Errorf("Create on a read-only server = %v, want ErrNoWrites", err)
+	}
+	if err := ro.Ping(ctx); !errors.Is(err, asyncfn.ErrNoWrites) {
+		t.Errorf("Ping of a read-only server = %v, want ErrNoWrites", err)
+	}
+}
