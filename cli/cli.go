@@ -180,6 +180,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	svcCfg := asyncfn.DefaultServiceConfig()
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	maxBody := fs.Int64("max-body-bytes", asyncfnhttp.DefaultMaxBodyBytes, "largest request body accepted, after decompression")
+	maxInflight := fs.Int64("max-inflight-bytes", asyncfnhttp.DefaultMaxInflightBytes(machineMemory()),
+		"bytes of request bodies read and decoded at once, across requests, past which a POST is answered 429 (Snowflake retries); default: a sixteenth of the machine's (or container's) memory, from 64 MB to 512 MB")
 	fs.DurationVar(&svcCfg.SyncWait, "sync-wait", svcCfg.SyncWait, "how long a POST waits for its batch to finish and answer 200 at once (0: answer 202 at once)")
 	fs.DurationVar(&svcCfg.PollWait, "poll-wait", svcCfg.PollWait, "how long a GET of an unfinished batch is held open before answering 202 (0: at once); keep below the proxy's timeout")
 	fs.IntVar(&svcCfg.MaxQueued, "max-queued", svcCfg.MaxQueued, "queued batches past which a POST of a new batch is answered 429")
@@ -196,6 +198,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if err := svcCfg.Validate(); err != nil {
 		return fmt.Errorf("--%w", err)
+	}
+	if *maxInflight < *maxBody {
+		return fmt.Errorf("--max-inflight-bytes %d must be at least --max-body-bytes %d, or no body of the largest size could ever be read", *maxInflight, *maxBody)
 	}
 	store, err := openStore(ctx, c.store, logger)
 	if err != nil {
@@ -218,7 +223,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	handler := protect(asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, Routes: routes}), m, keys, logger)
+	handler := protect(asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, MaxInflightBytes: *maxInflight, Routes: routes}), m, keys, logger)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

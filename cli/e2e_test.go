@@ -5,7 +5,6 @@ package cli_test
 // the checks of issue 2.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
@@ -17,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -876,62 +874,14 @@ func TestKillAndRestart(t *testing.T) {
 		t.Skip("builds and kills the real binary")
 	}
 	t.Parallel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "asyncfn")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/asyncfn")
-	build.Dir = ".." // the module root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/asyncfn: %v\n%s", err, out)
-	}
+	bin := binary(t)
 	// With --sync-wait 0 every batch goes through the queue; with a tiny budget, the one
 	// a free worker takes runs from memory and is stored whole just before its 202.
 	for _, syncWait := range []string{"0", "1ms"} {
 		t.Run("sync-wait="+syncWait, func(t *testing.T) {
 			store := filepath.Join(t.TempDir(), "a.db")
-			var env []string
-			for _, kv := range os.Environ() {
-				if !strings.HasPrefix(kv, "ASYNCFN_") {
-					env = append(env, kv)
-				}
-			}
 			start := func() (*exec.Cmd, *server) {
-				t.Helper()
-				cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--store", store, "--sync-wait", syncWait, "--poll-wait", "0", "--workers", "1")
-				cmd.Env = env
-				stderr := &syncBuffer{}
-				cmd.Stderr = stderr
-				stdout, err := cmd.StdoutPipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					cmd.Process.Kill()
-					cmd.Wait()
-					if t.Failed() {
-						t.Logf("asyncfn %d stderr (tail):\n%s", cmd.Process.Pid, tail(stderr.String(), 8<<10))
-					}
-				})
-				first := make(chan string, 1)
-				go func() {
-					br := bufio.NewReader(stdout)
-					line, _ := br.ReadString('\n')
-					first <- line
-					io.Copy(io.Discard, br)
-				}()
-				var line string
-				select {
-				case line = <-first:
-				case <-time.After(30 * time.Second):
-					t.Fatalf("asyncfn printed nothing in 30s; stderr:\n%s", stderr)
-				}
-				m := bannerRE.FindStringSubmatch(line)
-				if m == nil {
-					t.Fatalf("first stdout line %q; stderr:\n%s", line, stderr)
-				}
-				return cmd, &server{t: t, URL: "http://" + m[1], Stderr: stderr, client: &http.Client{Timeout: 30 * time.Second}}
+				return startBinary(t, bin, "serve", "--addr", "127.0.0.1:0", "--store", store, "--sync-wait", syncWait, "--poll-wait", "0", "--workers", "1")
 			}
 
 			cmd, s := start()
@@ -961,10 +911,7 @@ func TestKillAndRestart(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if err := cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			cmd.Wait()
+			kill9(t, cmd)
 
 			accepted := 0
 			for b, st := range statuses {

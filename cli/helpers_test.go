@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -317,6 +319,12 @@ func checkSentence(t *testing.T, r reply) {
 	if r.Status < 400 || r.Status >= 500 {
 		t.Errorf("status %d, want a 4xx", r.Status)
 	}
+	checkOneSentence(t, r)
+}
+
+// checkOneSentence fails unless the body is one sentence on one line, whatever the status.
+func checkOneSentence(t *testing.T, r reply) {
+	t.Helper()
 	if r.Body == "" || strings.ContainsAny(r.Body, "\r\n") || !strings.HasSuffix(r.Body, ".") {
 		t.Errorf("error body %q is not one sentence on one line ending with '.'", r.Body)
 	}
@@ -386,4 +394,75 @@ func counted(calls *atomic.Int32, fn asyncfn.Func) asyncfn.Func {
 		calls.Add(1)
 		return fn.Call(ctx, rs)
 	})
+}
+
+// binary builds ./cmd/asyncfn into a temporary folder of t and returns its path, for tests
+// that kill the real process.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "asyncfn")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/asyncfn")
+	build.Dir = ".." // the module root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/asyncfn: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startBinary starts the binary bin with args, without the test's ASYNCFN_ variables, and
+// returns it once it printed its banner, with a server to talk to it. It is killed at
+// cleanup, its stderr logged if the test failed.
+func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, *server) {
+	t.Helper()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ASYNCFN_") {
+			env = append(env, kv)
+		}
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("asyncfn %d stderr (tail):\n%s", cmd.Process.Pid, tail(stderr.String(), 8<<10))
+		}
+	})
+	first := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadString('\n')
+		first <- line
+		io.Copy(io.Discard, br)
+	}()
+	var line string
+	select {
+	case line = <-first:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("asyncfn printed nothing in 30s; stderr:\n%s", stderr)
+	}
+	m := bannerRE.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("first stdout line %q; stderr:\n%s", line, stderr)
+	}
+	return cmd, &server{t: t, URL: "http://" + m[1], Stderr: stderr, client: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// kill9 kills the process at once, as a crash or an OOM killer would.
+func kill9(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
 }
