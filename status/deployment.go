@@ -32,7 +32,7 @@ type Deployment struct {
 	WindowSeconds int `json:"window_seconds"`
 	Queued        int `json:"queued"`
 	Running       int `json:"running"`
-	// OldestQueuedSeconds is the age at ReadAt of the oldest queued batch; 0: none queued.
+	// OldestQueuedSeconds is the age of the oldest queued batch; 0: none queued.
 	OldestQueuedSeconds float64              `json:"oldest_queued_seconds"`
 	Succeeded           int                  `json:"succeeded"`
 	Failed              int                  `json:"failed"`
@@ -162,12 +162,20 @@ func (r *Recorder) storeError(what string, err error) string {
 }
 
 // withProcess adds this process's figures to d: its running batches, per function too,
-// and the buckets of the last window. Call with mu held.
+// and the buckets of the last window; and it ages the oldest queued batches from when the
+// store was read to now. Call with mu held.
 func (r *Recorder) withProcess(d Deployment, now time.Time) Deployment {
+	since := max(now.Sub(d.ReadAt).Seconds(), 0)
+	if d.Queued > 0 {
+		d.OldestQueuedSeconds += since
+	}
 	funcs := make([]DeploymentFunction, len(d.Functions))
 	for i, f := range d.Functions {
 		if s, ok := r.funcs[f.Name]; ok {
 			f.RunningHere = s.Running
+		}
+		if f.Queued > 0 {
+			f.OldestQueuedSeconds += since
 		}
 		funcs[i] = f
 	}

@@ -117,8 +117,14 @@ func TestDeployment(t *testing.T) {
 	// Within StoreTTL the figures come from the cache; after it, from the store again.
 	put(t, store, "f", "later", c.now(), time.Time{}, "")
 	c.add(status.StoreTTL - time.Millisecond)
-	if d := r.Snapshot(context.Background()).Deployment; d.Queued != 1 || store.overviews.Load() != 1 {
+	d = r.Snapshot(context.Background()).Deployment
+	if d.Queued != 1 || store.overviews.Load() != 1 {
 		t.Errorf("within StoreTTL: %d queued, %d reads; want the cached 1 and 1 read", d.Queued, store.overviews.Load())
+	}
+	if age := 90 + (status.StoreTTL - time.Millisecond).Seconds(); d.OldestQueuedSeconds < age-1 || d.OldestQueuedSeconds > age+1 ||
+		d.Functions[0].OldestQueuedSeconds != d.OldestQueuedSeconds {
+		t.Errorf("from the cache, the oldest queued batch waited %g s (function f: %g s), want about %g s: the time since the read counts",
+			d.OldestQueuedSeconds, d.Functions[0].OldestQueuedSeconds, age)
 	}
 	c.add(time.Millisecond)
 	if d := r.Snapshot(context.Background()).Deployment; d.Queued != 2 || store.overviews.Load() != 2 {

@@ -20,7 +20,7 @@ var page = template.Must(template.New("status").Funcs(template.FuncMap{
 	"secs":     formatSeconds,
 	"clock":    func(t time.Time) string { return t.UTC().Format("15:04:05") + " UTC" },
 	"num":      formatFloat,
-	"storeTTL": func() string { return StoreTTL.String() },
+	"storeTTL": func() string { return formatSeconds(StoreTTL.Seconds()) },
 }).Parse(pageHTML))
 
 // Routes returns the status page's handlers by mux pattern, for asyncfnhttp.Config.Routes:
