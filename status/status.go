@@ -3,10 +3,12 @@
 // charts, and the most recent batches and failures with their messages.
 //
 // A Recorder is an asyncfn.Observer that keeps a few minutes of history in memory, per
-// process: it costs a mutex and a few additions per batch, and needs no database. The
-// page is server-rendered HTML (html/template) with a little inline JavaScript that
-// polls /status.json and redraws; it needs no build step and loads nothing from
-// elsewhere, so it works offline and under a strict Content-Security-Policy.
+// process: it costs a mutex and a few additions per batch, and needs no database. Beside
+// it, the page shows the deployment (every process sharing the store) as the store's
+// asyncfn.Overviewer tells, read at most once per StoreTTL. The page is server-rendered
+// HTML (html/template) with a little inline JavaScript that polls /status.json and
+// redraws; it needs no build step and loads nothing from elsewhere, so it works offline
+// and under a strict Content-Security-Policy.
 package status
 
 import (
