@@ -101,7 +101,7 @@ func TestStatusPageDeployment(t *testing.T) {
 		return strings.Contains(r.Body, "could not be read from the store (it is unreachable)")
 	})
 	dom = string(runChromium(t, bin, b.URL+"/status", "--dump-dom"))
-	note := `<div class="note" id="deployment-note">the deployment's figures could not be read from the store (it is unreachable); this process's own figures are still shown.</div>`
+	note := `<div class="note" id="deployment-note">The deployment's figures could not be read from the store (it is unreachable); this process's own figures are still shown.</div>`
 	if !strings.Contains(dom, `<body data-live="1"`) || !strings.Contains(dom, note) {
 		t.Errorf("with the store down, B's page is not live with the note %s:\n%s", note, dom)
 	}

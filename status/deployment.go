@@ -104,7 +104,7 @@ func (r *Recorder) readStore(ctx context.Context) storeFigures {
 	if r.store != nil {
 		st, err := r.store.Stats(ctx, now)
 		if err != nil {
-			f.counts.Error = r.storeError("the store's counts", err)
+			f.counts.Error = r.storeError("The counts of batches", err)
 		}
 		f.counts.Queued, f.counts.Running, f.counts.Succeeded, f.counts.Failed = st.Queued, st.Running, st.Succeeded, st.Failed
 	}
@@ -113,7 +113,7 @@ func (r *Recorder) readStore(ctx context.Context) storeFigures {
 	if o, ok := r.store.(asyncfn.Overviewer); ok {
 		ov, err := o.Overview(ctx, now, asyncfn.OverviewParams{Window: DeploymentWindow, Failures: DeploymentFailures})
 		if err != nil {
-			f.dep.Error = r.storeError("the deployment's figures", err)
+			f.dep.Error = r.storeError("The deployment's figures", err)
 		} else {
 			f.dep.fill(ov, now)
 		}

@@ -161,7 +161,7 @@ func TestDeploymentStoreDown(t *testing.T) {
 	w := httptest.NewRecorder()
 	r.Routes(nil)["GET /status"].ServeHTTP(w, httptest.NewRequest("GET", "/status", nil))
 	body := w.Body.String()
-	note := "the deployment&#39;s figures could not be read from the store (it is closed); this process&#39;s own figures are still shown."
+	note := "The deployment&#39;s figures could not be read from the store (it is closed); this process&#39;s own figures are still shown."
 	if w.Code != 200 || !strings.Contains(body, note) || !strings.Contains(body, `<td class="n" id="p-succeeded">1</td>`) {
 		t.Errorf("with the store closed: %d, want the page with the note %q and this process's figures:\n%s", w.Code, note, body)
 	}
