@@ -116,12 +116,13 @@ func checkExposure(ln net.Listener, flagName string, keys []string, insecure boo
 // the service and the pool.
 func (p *production) observe(reg *asyncfn.Registry, store asyncfn.Store, frontEnd bool) (*metrics.Metrics, *status.Recorder, asyncfn.Store, asyncfn.Observer) {
 	m := metrics.New(reg)
+	plain := store // the status page reads its Overview, which the instrumented store hides
 	store = m.Store(store)
 	m.WatchStore(store, 0)
 	if !frontEnd || !p.statusPage {
 		return m, nil, store, m
 	}
-	rec := status.New(reg, store)
+	rec := status.New(reg, plain)
 	return m, rec, store, asyncfn.Observers(m, rec)
 }
 

@@ -67,3 +67,33 @@ func BenchmarkClaimFinish(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkOverview reads the overview of a store holding 100,000 live batches of 5
+// functions, created one every 100 ms: 1,000 queued, 1,000 running, 1,960 failed and the
+// rest succeeded, 600 of them in the last minute.
+func BenchmarkOverview(b *testing.B) {
+	dsn := pgtest.Schema(b)
+	s := open(b, dsn)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	pgtest.Exec(b, dsn, `INSERT INTO batches (function, batch_id, query_id, state, payload, digest, row_count,
+			error_kind, error_message, attempts, max_attempts, owner, created_at, finished_at, expires_at)
+		SELECT 'f' || (n % 5), 'b' || n, 'q', st, '', 'd', 100, CASE st WHEN 'failed' THEN 'internal' END,
+			CASE st WHEN 'failed' THEN 'boom' END, 1, 3, '', c,
+			CASE WHEN st IN ('succeeded', 'failed') THEN c + interval '1 second' END, $1::timestamptz + interval '12 hours'
+		FROM (SELECT n, $1::timestamptz - (100000 - n) * interval '100 milliseconds' AS c,
+			CASE WHEN n % 100 = 0 THEN 'queued' WHEN n % 100 = 1 THEN 'running' WHEN n % 50 = 2 THEN 'failed' ELSE 'succeeded' END AS st
+			FROM generate_series(0, 99999) AS n) AS g`, now)
+	pgtest.Exec(b, dsn, "ANALYZE batches")
+	o, err := s.Overview(ctx, now, asyncfn.OverviewParams{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if t := o.Totals(); t.Queued != 1000 || t.Running != 1000 || t.Succeeded+t.Failed < 500 || len(o.Failures) != asyncfn.DefaultOverviewFailures {
+		b.Fatalf("overview of the test data: %+v, %d failures", t, len(o.Failures))
+	}
+	for b.Loop() {
+		if _, err := s.Overview(ctx, now, asyncfn.OverviewParams{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

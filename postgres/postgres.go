@@ -56,6 +56,7 @@ type Store struct {
 	listen  *pgx.ConnConfig // for Listen's own connections
 	channel string
 	q       queries
+	ov      overviewQueries
 	log     *slog.Logger
 
 	closed atomic.Bool
@@ -92,6 +93,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		listen:  listen,
 		channel: channelOf(schema),
 		q:       newQueries(schema),
+		ov:      newOverviewQueries(schema),
 		log:     log,
 		closing: closing,
 		close:   close,

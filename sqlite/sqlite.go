@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS batches (
 -- Claims and Stats look at few states; the sweeper at expiry times.
 CREATE INDEX IF NOT EXISTS batches_state ON batches (state, created_at);
 CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at);
+-- The status page's overview: batches finished lately, failures newest first.
+CREATE INDEX IF NOT EXISTS batches_finished ON batches (state, finished_at);
 -- Payloads and results live apart from the row they belong to: SQLite rewrites a whole
 -- record on UPDATE, and each state change of a batch would otherwise copy megabytes.
 CREATE TABLE IF NOT EXISTS blobs (

@@ -17,15 +17,18 @@ import (
 var pageHTML string
 
 var page = template.Must(template.New("status").Funcs(template.FuncMap{
-	"secs":  formatSeconds,
-	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05") + " UTC" },
-	"num":   formatFloat,
+	"secs":     formatSeconds,
+	"clock":    func(t time.Time) string { return t.UTC().Format("15:04:05") + " UTC" },
+	"num":      formatFloat,
+	"storeTTL": func() string { return formatSeconds(StoreTTL.Seconds()) },
 }).Parse(pageHTML))
 
 // Routes returns the status page's handlers by mux pattern, for asyncfnhttp.Config.Routes:
 // the page at /status, its data at /status.json, and / redirecting to the page. "GET /{$}"
-// matches the root only, so it does not take the functions' /{function} routes.
+// matches the root only, so it does not take the functions' /{function} routes. Failures
+// to render the page or to read the store are logged to logger.
 func (r *Recorder) Routes(logger *slog.Logger) map[string]http.Handler {
+	r.setLogger(logger)
 	return map[string]http.Handler{
 		"GET /status":      http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.servePage(w, req, logger) }),
 		"GET /status.json": http.HandlerFunc(r.serveJSON),

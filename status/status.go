@@ -3,14 +3,17 @@
 // charts, and the most recent batches and failures with their messages.
 //
 // A Recorder is an asyncfn.Observer that keeps a few minutes of history in memory, per
-// process: it costs a mutex and a few additions per batch, and needs no database. The
-// page is server-rendered HTML (html/template) with a little inline JavaScript that
-// polls /status.json and redraws; it needs no build step and loads nothing from
-// elsewhere, so it works offline and under a strict Content-Security-Policy.
+// process: it costs a mutex and a few additions per batch, and needs no database. Beside
+// it, the page shows the deployment (every process sharing the store) as the store's
+// asyncfn.Overviewer tells, read at most once per StoreTTL. The page is server-rendered
+// HTML (html/template) with a little inline JavaScript that polls /status.json and
+// redraws; it needs no build step and loads nothing from elsewhere, so it works offline
+// and under a strict Content-Security-Policy.
 package status
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -33,6 +36,12 @@ type Recorder struct {
 	started time.Time
 	now     func() time.Time
 
+	// smu guards the store's cached figures and the logger; it is held while the store
+	// is read, so that concurrent viewers wait for one read.
+	smu    sync.Mutex
+	cached storeFigures
+	log    *slog.Logger
+
 	mu       sync.Mutex
 	funcs    map[string]*FunctionStats
 	buckets  [Buckets]bucket
@@ -41,10 +50,12 @@ type Recorder struct {
 }
 
 // New returns a recorder for the functions in reg; store (may be nil) is read for the
-// counts of queued and running batches each time the page or its JSON is served.
+// counts of its batches, and for the deployment's figures if it is an asyncfn.Overviewer,
+// at most once per StoreTTL (see Snapshot). Pass the store itself, not a wrapper that
+// hides its Overview.
 func New(reg *asyncfn.Registry, store asyncfn.Store) *Recorder {
 	r := &Recorder{store: store, names: reg.Names(), started: time.Now(), now: time.Now,
-		funcs: map[string]*FunctionStats{}}
+		funcs: map[string]*FunctionStats{}, log: slog.New(slog.DiscardHandler)}
 	for _, n := range r.names {
 		r.funcs[n] = &FunctionStats{Name: n}
 	}
@@ -116,8 +127,8 @@ type Window struct {
 	RowsPerSec float64 `json:"rows_per_second"`
 }
 
-// StoreCounts are the store's live batches (every process sharing it), or the error
-// reading them.
+// StoreCounts are the store's live batches (every process sharing it), or why they could
+// not be read.
 type StoreCounts struct {
 	Queued    int    `json:"queued"`
 	Running   int    `json:"running"`
@@ -132,6 +143,7 @@ type Snapshot struct {
 	Started       time.Time       `json:"started"`
 	BucketSeconds int             `json:"bucket_seconds"`
 	Store         StoreCounts     `json:"store"`
+	Deployment    Deployment      `json:"deployment"`
 	Last          Window          `json:"last"`
 	Functions     []FunctionStats `json:"functions"`
 	Series        []Point         `json:"series"`
@@ -238,23 +250,15 @@ func (r *Recorder) BatchFinished(i asyncfn.RunInfo) {
 	}
 }
 
-// Snapshot returns what the page shows now, reading the store's counts within ctx.
+// Snapshot returns what the page shows now. The store's figures in it are read at most
+// once per StoreTTL, by whichever call comes first, within StoreTimeout.
 func (r *Recorder) Snapshot(ctx context.Context) Snapshot {
-	var counts StoreCounts
-	if r.store != nil {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := r.store.Stats(ctx, time.Now())
-		cancel()
-		if err != nil {
-			counts.Error = "the store could not be read: " + err.Error()
-		}
-		counts.Queued, counts.Running, counts.Succeeded, counts.Failed = st.Queued, st.Running, st.Succeeded, st.Failed
-	}
+	stored := r.readStore(ctx)
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Snapshot{Now: now, Started: r.started, BucketSeconds: int(BucketWidth / time.Second), Store: counts,
-		Last: Window{Minutes: 5}}
+	s := Snapshot{Now: now, Started: r.started, BucketSeconds: int(BucketWidth / time.Second), Store: stored.counts,
+		Deployment: r.withProcess(stored.dep, now), Last: Window{Minutes: 5}}
 	for _, n := range r.names {
 		f := *r.funcs[n]
 		if done := f.Succeeded + f.Failed; done > 0 {
