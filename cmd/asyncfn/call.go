@@ -14,24 +14,18 @@ import (
 	"time"
 
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/cli"
 )
 
-const callUsage = `usage: asyncfn call [flags] URL [ARG...]
-
-Calls the external-function service at URL exactly as Snowflake would: same headers,
+const callSynopsis = `Calls the external-function service at URL exactly as Snowflake would: same headers,
 batches, compression, polling of 202 answers, retries and checks of the answer, and
 prints the results in input order. Rows come from the ARGs (one row each), from
---input, or from standard input (one row per line). Flags go before URL: every word
-after it is a row. Exits non-zero, naming the batch, if any batch fails.
-
-flags:
-`
+--input, or from standard input (one row per line). Exits non-zero, naming the batch,
+if any batch fails.`
 
 // runCall implements "asyncfn call".
 func runCall(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("asyncfn call", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, callUsage); fs.PrintDefaults() }
+	fs := newFlagSet("call", "[flags] URL [ARG...]", callSynopsis, stderr)
 	var cf clientFlags
 	cf.register(fs, caller.DefaultConcurrency)
 	var in inputFlags
@@ -39,17 +33,17 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	fs.IntVar(&cf.batchRows, "max-batch-rows", caller.DefaultMaxBatchRows, "most rows per batch, as the function's MAX_BATCH_ROWS")
 	output := fs.String("output", "table", "output format: table (like SnowSQL), csv, or json (JSON lines with the input and the value)")
 	stats := fs.Bool("stats", false, "print batches, retries, polls and latency percentiles to standard error at the end")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("asyncfn call: the service URL is missing")
-	}
-	target, rowArgs := fs.Arg(0), fs.Args()[1:]
-	format, err := caller.ParseOutputFormat(*output)
+	words, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if len(words) == 0 {
+		return cli.Usagef("the service URL is missing: asyncfn call [flags] URL [ARG...]")
+	}
+	target, rowArgs := words[0], words[1:]
+	format, err := caller.ParseOutputFormat(*output)
+	if err != nil {
+		return cli.Usagef("--output: %v", err)
 	}
 
 	var rows caller.RowReader
@@ -57,7 +51,7 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	showProgress := isTerminal(stderr)
 	switch {
 	case len(rowArgs) > 0 && in.anySet():
-		return errors.New("asyncfn call: give rows as arguments or with --input, --format and --columns, not both")
+		return cli.Usagef("give rows as arguments or with --input, --format and --columns, not both")
 	case len(rowArgs) > 0:
 		rows = caller.ArgsReader(rowArgs)
 	default:
@@ -138,15 +132,15 @@ type clientFlags struct {
 
 func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	f.headers, f.contexts = keyValues{}, keyValues{}
-	fs.StringVar(&f.name, "name", "", "function name for headers and messages (default: the URL's last path element, upper-cased)")
-	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature (default: from the input columns, e.g. (TEXT VARCHAR))")
+	fs.StringVar(&f.name, "name", "", "function name for headers and messages (empty: the URL's last path element, upper-cased)")
+	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature (empty: from the input columns, e.g. (TEXT VARCHAR))")
 	fs.StringVar(&f.returnType, "return-type", "VARIANT", "return type for sf-external-function-return-type; text types show strings bare in the table")
-	fs.StringVar(&f.queryID, "query-id", "", "query id to send (default: a new random one)")
+	fs.StringVar(&f.queryID, "query-id", "", "query id to send (empty: a new random one)")
 	fs.StringVar(&f.compression, "compression", string(caller.CompressionNone), "request body compression, as COMPRESSION: none, gzip or deflate")
-	fs.Var(f.headers, "header", "`K=V` sent as sf-custom-K, as HEADERS (repeatable)")
-	fs.Var(f.contexts, "context", "`K=V` sent as sf-context-K and sf-context-K-base64, as CONTEXT_HEADERS (repeatable)")
-	fs.DurationVar(&f.timeout, "timeout", caller.DefaultTimeout, "most time for one batch, polls included")
-	fs.DurationVar(&f.retryBudget, "retry-budget", caller.DefaultRetryBudget, "most total wait between retries of one batch (transport errors, 429, 5xx)")
+	fs.Var(f.headers, "header", "K=V sent as sf-custom-K, as HEADERS (repeatable)")
+	fs.Var(f.contexts, "context", "K=V sent as sf-context-K and sf-context-K-base64, as CONTEXT_HEADERS (repeatable)")
+	cli.DurationVar(fs, &f.timeout, "timeout", caller.DefaultTimeout, "most time for one batch, polls included")
+	cli.DurationVar(fs, &f.retryBudget, "retry-budget", caller.DefaultRetryBudget, "most total wait between retries of one batch (transport errors, 429, 5xx)")
 	fs.IntVar(&f.concurrency, "concurrency", concurrency, "batches in flight at once")
 }
 
@@ -154,14 +148,14 @@ func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 // columns with the type Snowflake would send them as.
 func (f *clientFlags) config(target string, columns []string, argType string) (caller.Config, error) {
 	if f.concurrency < 1 || f.batchRows < 1 {
-		return caller.Config{}, errors.New("--concurrency and the rows per batch must be at least 1")
+		return caller.Config{}, cli.Usagef("--concurrency and the rows per batch must be at least 1")
 	}
 	if f.timeout <= 0 || f.retryBudget < 0 {
-		return caller.Config{}, errors.New("--timeout must be positive and --retry-budget not negative")
+		return caller.Config{}, cli.Usagef("--timeout must be positive and --retry-budget not negative")
 	}
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return caller.Config{}, fmt.Errorf("%q is not an http or https URL", target)
+		return caller.Config{}, cli.Usagef("%q is not an http or https URL", target)
 	}
 	sig := f.signature
 	if sig == "" {
@@ -228,9 +222,9 @@ type inputFlags struct {
 }
 
 func (f *inputFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.file, "input", "", "read rows from `FILE` (- for standard input)")
-	fs.StringVar(&f.format, "format", "", "input format: lines, csv, tsv or jsonl (default: from the file's extension; lines for standard input)")
-	fs.StringVar(&f.columns, "columns", "", "comma-separated columns to send as the arguments, by name or 1-based position (default: all)")
+	fs.StringVar(&f.file, "input", "", "read rows from this file (- or empty: standard input)")
+	fs.StringVar(&f.format, "format", "", "input format: lines, csv, tsv or jsonl (empty: from the file's extension; lines for standard input)")
+	fs.StringVar(&f.columns, "columns", "", "comma-separated columns to send as the arguments, by name or 1-based position (empty: all)")
 	fs.BoolVar(&f.noHeaderRow, "no-header-row", false, "the CSV or TSV input has no header row; columns are named $1, $2, ...")
 }
 

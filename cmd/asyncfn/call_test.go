@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/cli"
 )
 
 // echoURL serves caller.BaselineHandler for the test and returns its URL ending in /echo.
@@ -22,11 +25,12 @@ func echoURL(t *testing.T) string {
 	return server.URL + "/echo"
 }
 
-// call runs "asyncfn call args..." with stdin and returns stdout, stderr and the error.
+// call runs "asyncfn call args..." through run, as the binary does, with stdin and
+// returns stdout, stderr and the error.
 func call(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr strings.Builder
-	err := runCall(context.Background(), args, func(string) string { return "" }, strings.NewReader(stdin), &stdout, &stderr)
+	err := run(context.Background(), append([]string{"call"}, args...), func(string) string { return "" }, strings.NewReader(stdin), &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
@@ -157,17 +161,75 @@ func TestCallStats(t *testing.T) {
 	}
 }
 
-func TestCallUsageAndErrors(t *testing.T) {
+// TestCallFlagsAfterURL checks that flags are flags wherever they are before a "--",
+// and that every word after it is a row, "--output" included.
+func TestCallFlagsAfterURL(t *testing.T) {
 	t.Parallel()
-	_, stderr, err := call(t, "")
-	if err == nil || !strings.Contains(stderr, "usage: asyncfn call [flags] URL [ARG...]") {
-		t.Errorf("no URL: error %v, stderr\n%s", err, stderr)
+	file := filepath.Join(t.TempDir(), "f.csv")
+	if err := os.WriteFile(file, []byte("id,text\n1,great\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"-max-batch-rows int", "(default 4096)", "-concurrency int", "(default 4)", "-timeout duration", "(default 10m0s)", "-compression string", `(default "none")`} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("usage lacks %q:\n%s", want, stderr)
+	url := echoURL(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{url, "--input", file, "--columns", "text", "--output", "csv"}, "text,ECHO(text)\ngreat,great\n"},
+		{[]string{url, "hi", "--output", "csv"}, "$1,ECHO($1)\nhi,hi\n"},
+		{[]string{"--output=csv", url, "hi", "--stats=false", "there"}, "$1,ECHO($1)\nhi,hi\nthere,there\n"},
+		{[]string{url, "--output", "csv", "--", "--output", "-x", "--"}, "$1,ECHO($1)\n--output,--output\n-x,-x\n--,--\n"},
+	} {
+		stdout, stderr, err := call(t, "", tt.args...)
+		if err != nil || stdout != tt.want {
+			t.Errorf("call %q: %v %s\nstdout\n%s\nwant\n%s", tt.args, err, stderr, stdout, tt.want)
 		}
 	}
+}
+
+// TestCallHelpAndUsageErrors checks the help, listed as the server commands list their
+// flags, and that every mistake on the command line is one line naming the flag, of a
+// type main exits 2 for.
+func TestCallHelpAndUsageErrors(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := call(t, "", "--help")
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: error %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{
+		"Usage: asyncfn call [flags] URL [ARG...]\n\nCalls the external-function service at URL",
+		"\n  --max-batch-rows\n        most rows per batch, as the function's MAX_BATCH_ROWS (default 4096)\n",
+		"\n  --timeout\n        most time for one batch, polls included (default 10m0s)\n",
+		"\n  --compression\n        request body compression, as COMPRESSION: none, gzip or deflate (default none)\n",
+		"\n  --input\n        read rows from this file (- or empty: standard input) (default \"\")\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("help lacks %q:\n%s", want, stderr)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "the service URL is missing: asyncfn call [flags] URL [ARG...]"},
+		{[]string{"--timeout", "5", "http://127.0.0.1:1/f", "x"}, "--timeout 5: a duration needs a unit, such as 5s"},
+		{[]string{"http://127.0.0.1:1/f", "x", "--retry-budget=2.5"}, "--retry-budget 2.5: a duration needs a unit, such as 2.5s"},
+		{[]string{"--timeout", "soon", "http://127.0.0.1:1/f", "x"}, "--timeout soon: not a duration, such as 300ms, 5s or 2m"},
+		{[]string{"http://127.0.0.1:1/f", "-x"}, "unknown flag --x (asyncfn call --help lists them; put a row that starts with - after --)"},
+		{[]string{"http://127.0.0.1:1/f", "x", "--output"}, "--output needs a value"},
+		{[]string{"--output", "xml", "http://127.0.0.1:1/f", "x"}, `--output: output format "xml": use table, csv or json`},
+		{[]string{"--input", "x.csv", "http://127.0.0.1:1/f", "arg"}, "give rows as arguments or with --input, --format and --columns, not both"},
+		{[]string{"not a url", "arg"}, `"not a url" is not an http or https URL`},
+	} {
+		stdout, stderr, err := call(t, "", tt.args...)
+		var usage *cli.UsageError
+		if !errors.As(err, &usage) || err.Error() != tt.want || stdout != "" || stderr != "" {
+			t.Errorf("call %q: error %#v, want a usage error %q; stdout %q, stderr %q", tt.args, err, tt.want, stdout, stderr)
+		}
+	}
+}
+
+func TestCallUsageAndErrors(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--input", "x.csv", "http://127.0.0.1:1/f", "arg"},
 		{"--output", "xml", "http://127.0.0.1:1/f", "arg"},
