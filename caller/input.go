@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -25,7 +26,9 @@ const (
 	FormatTSV Format = "tsv"
 	// FormatJSONL is one JSON value per line: an object (columns by key), an array
 	// (columns by position) or a scalar (one column); values are sent as they are written,
-	// so numbers keep their precision and objects stay objects.
+	// so numbers keep their precision and objects stay objects. A key or position that a
+	// line lacks is sent as null, as Snowflake sends NULL; a key chosen by name must be
+	// in at least one line of the first batch, or it is taken for a typo.
 	FormatJSONL Format = "jsonl"
 )
 
@@ -60,6 +63,9 @@ type InputOptions struct {
 	Columns []string
 	// NoHeaderRow says a CSV or TSV file's first line is data.
 	NoHeaderRow bool
+	// BatchRows is the rows of the first batch, among which JSON lines must have each key
+	// named in Columns; default DefaultMaxBatchRows.
+	BatchRows int
 }
 
 // RowReader reads input rows one at a time, so the input is never held whole.
@@ -252,8 +258,8 @@ type jsonlReader struct {
 	shape   byte // of the first line: '{' object, '[' array, else a scalar
 	columns []string
 	picks   []int // for arrays: the positions chosen
-	first   Row   // the first row, read to learn the columns
-	err     error
+	ahead   []Row // rows read to learn the columns, returned first
+	err     error // what ended the reading ahead, returned after them
 }
 
 func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
@@ -272,8 +278,12 @@ func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
 		if err != nil {
 			return nil, j.lineError(err)
 		}
-		if j.columns, err = memberNames(opts.Columns, keys); err != nil {
+		var unseen []int
+		if j.columns, unseen, err = memberNames(opts.Columns, keys); err != nil {
 			return nil, err
+		}
+		if len(unseen) > 0 {
+			return j, j.findKeys(line, unseen, orDefault(opts.BatchRows, DefaultMaxBatchRows))
 		}
 	case '[':
 		var values []json.RawMessage
@@ -293,17 +303,22 @@ func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
 		}
 		j.columns = []string{"$1"}
 	}
-	j.first, j.err = j.row(line)
+	row, err := j.row(line)
+	if err != nil {
+		return nil, err
+	}
+	j.ahead = []Row{row}
 	return j, nil
 }
 
 // memberNames resolves column choices against the first object's keys: a position or a
-// key (in any case) names that key; another name is kept, since later objects may have it.
-func memberNames(choices, keys []string) ([]string, error) {
+// key (in any case) names that key; another name is kept, since later objects may have
+// it, and its index returned among unseen.
+func memberNames(choices, keys []string) (names []string, unseen []int, err error) {
 	if len(choices) == 0 {
-		return keys, nil
+		return keys, nil, nil
 	}
-	names := make([]string, len(choices))
+	names = make([]string, len(choices))
 	for i, choice := range choices {
 		choice = strings.TrimSpace(choice)
 		p, err := columnIndex(choice, keys)
@@ -311,12 +326,64 @@ func memberNames(choices, keys []string) ([]string, error) {
 		case err == nil:
 			names[i] = keys[p]
 		case isPosition(choice):
-			return nil, err
+			return nil, nil, err
 		default:
 			names[i] = choice
+			unseen = append(unseen, i)
 		}
 	}
-	return names, nil
+	return names, unseen, nil
+}
+
+// findKeys reads ahead, up to the first batch's lines, until each column in unseen is a
+// key of some line, and keeps the rows it read for Read. A column no line of the first
+// batch has is an error, as an unknown CSV column is: it is likelier a typo than a key
+// that comes later, and would otherwise send NULL for every row without a word.
+func (j *jsonlReader) findKeys(line []byte, unseen []int, batchRows int) error {
+	var keys []string // of every line read, in order, for the error
+	known := map[string]bool{}
+	for {
+		// A line that is not an object fails in j.row, with the line's number.
+		if lineKeys, err := lineObjectKeys(line); err == nil {
+			for _, k := range lineKeys {
+				if !known[k] {
+					known[k] = true
+					keys = append(keys, k)
+				}
+			}
+			// Resolved before the line's row is made, so that the row has the value;
+			// the rows before had no such key in any case.
+			unseen = slices.DeleteFunc(unseen, func(i int) bool {
+				p, err := columnIndex(j.columns[i], lineKeys)
+				if err == nil {
+					j.columns[i] = lineKeys[p]
+				}
+				return err == nil
+			})
+		}
+		row, err := j.row(line)
+		if err != nil {
+			j.err = err
+			break
+		}
+		j.ahead = append(j.ahead, row)
+		if len(unseen) == 0 || len(j.ahead) == batchRows {
+			break
+		}
+		if line, err = j.nextLine(); err != nil {
+			if err != io.EOF {
+				j.err = err
+			}
+			break
+		}
+	}
+	if len(unseen) > 0 {
+		if j.err != nil {
+			return j.err
+		}
+		return fmt.Errorf("column %q: the input's columns are %s", j.columns[unseen[0]], strings.Join(keys, ", "))
+	}
+	return nil
 }
 
 func isPosition(choice string) bool {
@@ -335,10 +402,15 @@ func positionNames(n int) []string {
 func (j *jsonlReader) Columns() []string { return j.columns }
 
 func (j *jsonlReader) Read() (Row, error) {
-	if j.first != nil || j.err != nil {
-		row, err := j.first, j.err
-		j.first, j.err = nil, nil
-		return row, err
+	if len(j.ahead) > 0 {
+		row := j.ahead[0]
+		j.ahead = j.ahead[1:]
+		return row, nil
+	}
+	if j.err != nil {
+		err := j.err
+		j.err = nil
+		return nil, err
 	}
 	line, err := j.nextLine()
 	if err != nil {
@@ -404,6 +476,14 @@ func (j *jsonlReader) row(line []byte) (Row, error) {
 		}
 		return Row{append(json.RawMessage(nil), line...)}, nil
 	}
+}
+
+// lineObjectKeys is objectKeys for a line that may not be an object.
+func lineObjectKeys(line []byte) ([]string, error) {
+	if line[0] != '{' {
+		return nil, errors.New("not an object")
+	}
+	return objectKeys(line)
 }
 
 // objectKeys returns the keys of a JSON object in the order they are written, which a

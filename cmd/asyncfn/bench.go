@@ -50,7 +50,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer closeInput()
-		r, err := in.reader(src)
+		r, err := in.reader(src, cf.batchRows)
 		if err != nil {
 			return err
 		}

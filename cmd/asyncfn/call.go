@@ -64,7 +64,7 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 			progress = caller.NewProgress(stderr, cf.batchRows, size)
 			src = progress.Input(src)
 		}
-		if rows, err = in.reader(src); err != nil {
+		if rows, err = in.reader(src, cf.batchRows); err != nil {
 			return err
 		}
 	}
@@ -247,8 +247,8 @@ func (f *inputFlags) open(stdin io.Reader) (r io.Reader, size int64, closeInput 
 	return file, size, func() { file.Close() }, nil
 }
 
-func (f *inputFlags) options() (caller.InputOptions, error) {
-	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow}
+func (f *inputFlags) options(batchRows int) (caller.InputOptions, error) {
+	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow, BatchRows: batchRows}
 	if f.file != "" && f.file != "-" {
 		opts.Format = caller.FormatOf(f.file)
 	}
@@ -265,8 +265,8 @@ func (f *inputFlags) options() (caller.InputOptions, error) {
 	return opts, nil
 }
 
-func (f *inputFlags) reader(r io.Reader) (caller.RowReader, error) {
-	opts, err := f.options()
+func (f *inputFlags) reader(r io.Reader, batchRows int) (caller.RowReader, error) {
+	opts, err := f.options(batchRows)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func (f *inputFlags) reader(r io.Reader) (caller.RowReader, error) {
 // argType is the SQL type the input's values have: text from lines, CSV and TSV;
 // anything from JSON lines.
 func (f *inputFlags) argType() string {
-	if opts, err := f.options(); err == nil && opts.Format == caller.FormatJSONL {
+	if opts, err := f.options(0); err == nil && opts.Format == caller.FormatJSONL {
 		return "VARIANT"
 	}
 	return "VARCHAR"

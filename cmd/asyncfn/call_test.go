@@ -92,6 +92,20 @@ func TestCallJSONLinesFromStdinWithFormat(t *testing.T) {
 	}
 }
 
+// TestCallJSONLinesUnknownKey checks that a --columns key in no line of the first batch
+// fails the call, as an unknown CSV column does, instead of sending NULL for every row.
+func TestCallJSONLinesUnknownKey(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "r.jsonl")
+	if err := os.WriteFile(file, []byte(`{"id":1,"review":"good"}`+"\n"+`{"id":2,"review":"bad"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := call(t, "", "--input", file, "--columns", "text", echoURL(t))
+	if want := file + `: column "text": the input's columns are id, review`; err == nil || err.Error() != want || stdout != "" {
+		t.Errorf("error %v, stdout %q; want %s and no output", err, stdout, want)
+	}
+}
+
 // TestCallHeaders checks that the flags reach the service as Snowflake's headers.
 func TestCallHeaders(t *testing.T) {
 	t.Parallel()
