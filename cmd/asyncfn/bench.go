@@ -63,6 +63,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	cfg.OnRetry = retryNotice(stderr)
 	bench := caller.BenchConfig{Config: cfg, Batches: *batches, Duration: duration, Rows: rows}
 
 	var report benchReport
@@ -84,7 +85,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		report.Baseline = &result
 	}
 	if report.BenchResult, err = caller.Bench(ctx, bench); err != nil {
-		return err
+		return refusedHint(err)
 	}
 	if report.Baseline != nil && report.Baseline.RowsPerSecond > 0 {
 		report.Ratio = report.RowsPerSecond / report.Baseline.RowsPerSecond

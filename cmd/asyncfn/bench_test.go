@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/asyncfn/asyncfn/caller"
 	"github.com/asyncfn/asyncfn/cli"
 )
 
@@ -77,6 +78,16 @@ func TestBenchFlagsAfterURL(t *testing.T) {
 	var got struct{ Rows, Batches int }
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.Rows != 30 || got.Batches != 3 {
 		t.Errorf("bench printed %q (%v), want 3 batches of 10 rows as JSON", stdout, err)
+	}
+}
+
+// TestBenchRefusedFailsFast checks that bench of a port where nothing listens ends at
+// once with the refusal, instead of counting refused batches for minutes.
+func TestBenchRefusedFailsFast(t *testing.T) {
+	t.Parallel()
+	stdout, _, err := bench(t, "--batches", "1000", "--rows", "10", refusedURL(t))
+	if !errors.Is(err, caller.ErrRefused) || !strings.Contains(err.Error(), "--wait-for-service") || stdout != "" {
+		t.Errorf("error %v, stdout %q; want the refusal with the hint, and no report", err, stdout)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asyncfn/asyncfn/caller"
@@ -72,6 +73,7 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	cfg.OnRetry = retryNotice(stderr)
 	client, err := caller.NewClient(cfg)
 	if err != nil {
 		return err
@@ -116,9 +118,32 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprint(stderr, summary.Report())
 	}
 	if runErr != nil {
-		return runErr
+		return refusedHint(runErr)
 	}
 	return closeErr
+}
+
+// retryNotice tells on w, once for each reason, what is being retried and why, so that
+// waiting out the retry budget is never silent.
+func retryNotice(w io.Writer) func(caller.Retry) {
+	var mu sync.Mutex
+	told := map[string]bool{}
+	return func(r caller.Retry) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !told[r.Reason] {
+			told[r.Reason] = true
+			fmt.Fprintf(w, "asyncfn: %s %s: %s, retrying for up to %v; --retry-budget to change\n", r.Method, r.URL, r.Reason, r.Budget)
+		}
+	}
+}
+
+// refusedHint adds to a connection refused from the start how to wait for the service.
+func refusedHint(err error) error {
+	if errors.Is(err, caller.ErrRefused) {
+		return fmt.Errorf("%w (refused before the service answered anything, so not retried: is the URL right? --wait-for-service waits for a service that is starting)", err)
+	}
+	return err
 }
 
 // clientFlags are the flags call and bench share: what the function is and how
@@ -128,6 +153,7 @@ type clientFlags struct {
 	headers, contexts                                 keyValues
 	timeout, retryBudget                              time.Duration
 	concurrency, batchRows                            int
+	waitForService                                    bool
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
@@ -142,6 +168,7 @@ func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	cli.DurationVar(fs, &f.timeout, "timeout", caller.DefaultTimeout, "most time for one batch, polls included")
 	cli.DurationVar(fs, &f.retryBudget, "retry-budget", caller.DefaultRetryBudget, "most total wait between retries of one batch (transport errors, 429, 5xx)")
 	fs.IntVar(&f.concurrency, "concurrency", concurrency, "batches in flight at once")
+	fs.BoolVar(&f.waitForService, "wait-for-service", false, "retry a connection refused before the service has answered once (a service still starting) within --retry-budget, instead of failing at once")
 }
 
 // config builds the caller's configuration; the default signature names the input's
@@ -174,6 +201,7 @@ func (f *clientFlags) config(target string, columns []string, argType string) (c
 		Compression:    caller.Compression(strings.ToLower(f.compression)),
 		Timeout:        f.timeout,
 		RetryBudget:    f.retryBudget,
+		WaitForService: f.waitForService,
 		MaxBatchRows:   f.batchRows,
 		Concurrency:    f.concurrency,
 	}, nil

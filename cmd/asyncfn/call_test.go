@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -103,6 +104,63 @@ func TestCallJSONLinesUnknownKey(t *testing.T) {
 	stdout, _, err := call(t, "", "--input", file, "--columns", "text", echoURL(t))
 	if want := file + `: column "text": the input's columns are id, review`; err == nil || err.Error() != want || stdout != "" {
 		t.Errorf("error %v, stdout %q; want %s and no output", err, stdout, want)
+	}
+}
+
+// refusedURL returns a loopback URL on which connections are refused, as on a typo'd port.
+func refusedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	return "http://" + ln.Addr().String() + "/sentiment"
+}
+
+// TestCallRefusedFailsFast checks that a call to a port where nothing listens fails at
+// once, saying how to wait, instead of retrying silently for the retry budget (--timeout
+// only bounds the test should it retry).
+func TestCallRefusedFailsFast(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := call(t, "", "--timeout", "1m", refusedURL(t), "hi")
+	if err == nil || !errors.Is(err, caller.ErrRefused) || stdout != "" || stderr != "" ||
+		!strings.Contains(err.Error(), "Remote service cannot be reached") || !strings.Contains(err.Error(), "connection refused") ||
+		!strings.HasSuffix(err.Error(), "(refused before the service answered anything, so not retried: is the URL right? --wait-for-service waits for a service that is starting)") {
+		t.Errorf("error %v, stdout %q, stderr %q; want a refusal at once, with the hint", err, stdout, stderr)
+	}
+}
+
+// TestCallRetryNotice checks that the first retry for each reason is told on standard
+// error, with what is retried, why and for how long: a refused connection with
+// --wait-for-service, and a 503 before an answer.
+func TestCallRetryNotice(t *testing.T) {
+	t.Parallel()
+	url := refusedURL(t)
+	_, stderr, err := call(t, "", "--wait-for-service", "--retry-budget", "300ms", url, "hi")
+	want := "asyncfn: POST " + url + ": connection refused, retrying for up to 300ms; --retry-budget to change\n"
+	if !errors.Is(err, caller.ErrUnreachable) || errors.Is(err, caller.ErrRefused) || stderr != want {
+		t.Errorf("error %v, stderr %q; want ErrUnreachable after retries, and stderr %q", err, stderr, want)
+	}
+
+	var mu sync.Mutex
+	unavailable := 2
+	baseline := caller.BaselineHandler()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if unavailable > 0 {
+			unavailable--
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		baseline.ServeHTTP(w, r)
+	}))
+	defer server.Close()
+	stdout, stderr, err := call(t, "", "--output", "csv", server.URL+"/echo", "hi")
+	want = "asyncfn: POST " + server.URL + "/echo: 503 Service Unavailable, retrying for up to 5m0s; --retry-budget to change\n"
+	if err != nil || stdout != "$1,ECHO($1)\nhi,hi\n" || stderr != want {
+		t.Errorf("error %v, stdout %q, stderr %q; want the row, and stderr %q", err, stdout, stderr, want)
 	}
 }
 
