@@ -18,10 +18,11 @@ import (
 type Format string
 
 const (
-	// FormatLines is one row per line, the line as the only argument.
+	// FormatLines is one row per line, the line as the only argument, sent as its type
+	// in InputOptions.Types, a string by default.
 	FormatLines Format = "lines"
 	// FormatCSV and FormatTSV have a header row naming the columns unless told otherwise;
-	// every field is sent as a string.
+	// each field is sent as its column's type in InputOptions.Types, a string by default.
 	FormatCSV Format = "csv"
 	FormatTSV Format = "tsv"
 	// FormatJSONL is one JSON value per line: an object (columns by key), an array
@@ -66,6 +67,11 @@ type InputOptions struct {
 	// BatchRows is the rows of the first batch, among which JSON lines must have each key
 	// named in Columns; default DefaultMaxBatchRows.
 	BatchRows int
+	// Types are the SQL types of the arguments, one per chosen column: each field of
+	// lines, CSV and TSV is sent as its type's JSON (see ArgType), and one that is not of
+	// its type is an error naming its line and column. JSON lines are sent as written.
+	// None sends every field as a string.
+	Types []ArgType
 }
 
 // RowReader reads input rows one at a time, so the input is never held whole.
@@ -77,10 +83,15 @@ type RowReader interface {
 	Read() (Row, error)
 }
 
-// ArgsReader reads one row of one text argument per string, e.g. command-line arguments.
-func ArgsReader(args []string) RowReader { return &argsReader{args: args} }
+// ArgsReader reads one row of one argument of type t per string, e.g. command-line
+// arguments.
+func ArgsReader(args []string, t ArgType) RowReader { return &argsReader{args: args, typ: t} }
 
-type argsReader struct{ args []string }
+type argsReader struct {
+	args []string
+	typ  ArgType
+	n    int
+}
 
 func (r *argsReader) Columns() []string { return []string{"$1"} }
 
@@ -88,29 +99,51 @@ func (r *argsReader) Read() (Row, error) {
 	if len(r.args) == 0 {
 		return nil, io.EOF
 	}
-	row := Row{TextValue(r.args[0])}
+	r.n++
+	v, err := r.typ.Value(r.args[0])
+	if err != nil {
+		return nil, fmt.Errorf("argument %d: %w", r.n, err)
+	}
 	r.args = r.args[1:]
-	return row, nil
+	return Row{v}, nil
 }
 
 // NewReader returns a reader of rows from r in the given format. It reads the header row
 // of CSV and TSV, and the first line of JSON lines, at once, so Columns is known.
 func NewReader(r io.Reader, opts InputOptions) (RowReader, error) {
+	var rows RowReader
+	var err error
 	switch opts.Format {
 	case FormatLines, "":
 		if _, err := columnIndexes(opts.Columns, []string{"$1"}); err != nil {
 			return nil, err
 		}
-		return &linesReader{in: bufio.NewReaderSize(r, 64<<10)}, nil
+		lines := &linesReader{in: bufio.NewReaderSize(r, 64<<10)}
+		if len(opts.Types) > 0 {
+			lines.typ = opts.Types[0]
+		}
+		rows = lines
 	case FormatCSV, FormatTSV:
-		return newCSVReader(r, opts)
+		rows, err = newCSVReader(r, opts)
 	case FormatJSONL:
-		return newJSONLReader(r, opts)
+		rows, err = newJSONLReader(r, opts)
+	default:
+		return nil, fmt.Errorf("input format %q: use lines, csv, tsv or jsonl", opts.Format)
 	}
-	return nil, fmt.Errorf("input format %q: use lines, csv, tsv or jsonl", opts.Format)
+	if err != nil {
+		return nil, err
+	}
+	if columns := rows.Columns(); opts.Types != nil && len(opts.Types) != len(columns) {
+		return nil, fmt.Errorf("%d argument types for the %d columns %s: choose one column per argument", len(opts.Types), len(columns), strings.Join(columns, ", "))
+	}
+	return rows, nil
 }
 
-type linesReader struct{ in *bufio.Reader }
+type linesReader struct {
+	in   *bufio.Reader
+	typ  ArgType
+	line int
+}
 
 func (r *linesReader) Columns() []string { return []string{"$1"} }
 
@@ -119,7 +152,12 @@ func (r *linesReader) Read() (Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Row{appendJSONString(make([]byte, 0, len(b)+2), string(b))}, nil
+	r.line++
+	v, err := r.typ.appendValue(make([]byte, 0, len(b)+2), string(b))
+	if err != nil {
+		return nil, fmt.Errorf("line %d: %w", r.line, err)
+	}
+	return Row{v}, nil
 }
 
 // readLine returns the next line without its \n or \r\n; the returned slice is valid
@@ -148,7 +186,8 @@ type csvReader struct {
 	in      *csv.Reader
 	columns []string
 	picks   []int
-	first   []string // a data record read to learn the column count, when there is no header
+	types   []ArgType // of the picks; none for text
+	first   []string  // a data record read to learn the column count, when there is no header
 }
 
 func newCSVReader(r io.Reader, opts InputOptions) (*csvReader, error) {
@@ -180,6 +219,9 @@ func newCSVReader(r io.Reader, opts InputOptions) (*csvReader, error) {
 	for i, p := range c.picks {
 		c.columns[i] = names[p]
 	}
+	if len(opts.Types) == len(c.picks) { // else NewReader fails
+		c.types = opts.Types
+	}
 	return c, nil
 }
 
@@ -193,10 +235,10 @@ func (c *csvReader) Read() (Row, error) {
 	} else if record, err = c.in.Read(); err != nil {
 		return nil, err
 	}
-	return c.row(record), nil
+	return c.row(record)
 }
 
-func (c *csvReader) row(record []string) Row {
+func (c *csvReader) row(record []string) (Row, error) {
 	size := 0
 	for _, p := range c.picks {
 		size += len(record[p]) + 2
@@ -205,10 +247,18 @@ func (c *csvReader) row(record []string) Row {
 	row := make(Row, len(c.picks))
 	for i, p := range c.picks {
 		start := len(buf)
-		buf = appendJSONString(buf, record[p])
+		if c.types == nil {
+			buf = appendJSONString(buf, record[p])
+		} else {
+			var err error
+			if buf, err = c.types[i].appendValue(buf, record[p]); err != nil {
+				line, _ := c.in.FieldPos(p)
+				return nil, fmt.Errorf("line %d, column %q: %w", line, c.columns[i], err)
+			}
+		}
 		row[i] = buf[start:len(buf):len(buf)]
 	}
-	return row
+	return row, nil
 }
 
 // columnIndexes turns column choices (names or 1-based positions) into 0-based indexes

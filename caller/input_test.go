@@ -33,7 +33,7 @@ func readAll(t *testing.T, r RowReader) (columns []string, rows []string) {
 
 func TestArgsReader(t *testing.T) {
 	t.Parallel()
-	columns, rows := readAll(t, ArgsReader([]string{"hello", `say "hi"`, "<b>&</b>", ""}))
+	columns, rows := readAll(t, ArgsReader([]string{"hello", `say "hi"`, "<b>&</b>", ""}, ArgType{}))
 	want := []string{`"hello"`, `"say \"hi\""`, `"<b>&</b>"`, `""`}
 	if strings.Join(columns, ",") != "$1" || strings.Join(rows, "\n") != strings.Join(want, "\n") {
 		t.Errorf("columns %q rows %q, want $1 and %q", columns, rows, want)

@@ -39,6 +39,10 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(words) != 1 {
 		return cli.Usagef("give exactly one service URL: asyncfn bench [flags] URL")
 	}
+	types, err := cf.argTypes()
+	if err != nil {
+		return err
+	}
 	if duration > 0 && !flagSet(fs, "batches") {
 		*batches = 0
 	}
@@ -50,7 +54,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer closeInput()
-		r, err := in.reader(src, cf.batchRows)
+		r, err := in.reader(src, cf.batchRows, types)
 		if err != nil {
 			return err
 		}
@@ -59,7 +63,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		columns = r.Columns()
 	}
-	cfg, err := cf.config(words[0], columns, in.argType())
+	cfg, err := cf.config(words[0], columns, types, in.argType())
 	if err != nil {
 		return err
 	}

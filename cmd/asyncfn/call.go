@@ -46,6 +46,10 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return cli.Usagef("--output: %v", err)
 	}
+	types, err := cf.argTypes()
+	if err != nil {
+		return err
+	}
 
 	var rows caller.RowReader
 	var progress *caller.Progress
@@ -53,8 +57,14 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	switch {
 	case len(rowArgs) > 0 && in.anySet():
 		return cli.Usagef("give rows as arguments or with --input, --format and --columns, not both")
+	case len(rowArgs) > 0 && types != nil && len(types) != 1:
+		return cli.Usagef("%d argument types, but each ARG is a row of one argument: give rows of several columns with --input", len(types))
 	case len(rowArgs) > 0:
-		rows = caller.ArgsReader(rowArgs)
+		var t caller.ArgType // text unless typed
+		if types != nil {
+			t = types[0]
+		}
+		rows = caller.ArgsReader(rowArgs, t)
 	default:
 		src, size, closeInput, err := in.open(stdin)
 		if err != nil {
@@ -65,11 +75,11 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 			progress = caller.NewProgress(stderr, cf.batchRows, size)
 			src = progress.Input(src)
 		}
-		if rows, err = in.reader(src, cf.batchRows); err != nil {
+		if rows, err = in.reader(src, cf.batchRows, types); err != nil {
 			return err
 		}
 	}
-	cfg, err := cf.config(target, rows.Columns(), in.argType())
+	cfg, err := cf.config(target, rows.Columns(), types, in.argType())
 	if err != nil {
 		return err
 	}
@@ -149,17 +159,18 @@ func refusedHint(err error) error {
 // clientFlags are the flags call and bench share: what the function is and how
 // Snowflake would call it.
 type clientFlags struct {
-	name, signature, returnType, queryID, compression string
-	headers, contexts                                 keyValues
-	timeout, retryBudget                              time.Duration
-	concurrency, batchRows                            int
-	waitForService                                    bool
+	name, signature, types, returnType, queryID, compression string
+	headers, contexts                                        keyValues
+	timeout, retryBudget                                     time.Duration
+	concurrency, batchRows                                   int
+	waitForService                                           bool
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	f.headers, f.contexts = keyValues{}, keyValues{}
 	fs.StringVar(&f.name, "name", "", "function name for headers and messages (empty: the URL's last path element, upper-cased)")
-	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature (empty: from the input columns, e.g. (TEXT VARCHAR))")
+	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature, e.g. (A NUMBER, B VARCHAR); its types, as --types, decide how fields are sent (empty: the input's columns with --types)")
+	fs.StringVar(&f.types, "types", "", "comma-separated SQL types of the arguments, e.g. NUMBER,BOOLEAN: line, CSV, TSV and ARG fields are sent as Snowflake sends these types (NUMBER as a number, BOOLEAN as true or false, VARIANT, OBJECT and ARRAY as JSON), an empty field as null but for text types (empty: every field as text; JSON lines as written)")
 	fs.StringVar(&f.returnType, "return-type", "VARIANT", "return type for sf-external-function-return-type; text types show strings bare in the table")
 	fs.StringVar(&f.queryID, "query-id", "", "query id to send (empty: a new random one)")
 	fs.StringVar(&f.compression, "compression", string(caller.CompressionNone), "request body compression, as COMPRESSION: none, gzip or deflate")
@@ -171,9 +182,31 @@ func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	fs.BoolVar(&f.waitForService, "wait-for-service", false, "retry a connection refused before the service has answered once (a service still starting) within --retry-budget, instead of failing at once")
 }
 
+// argTypes reads the arguments' types out of --signature or --types; none when neither
+// is given.
+func (f *clientFlags) argTypes() ([]caller.ArgType, error) {
+	switch {
+	case f.signature != "" && f.types != "":
+		return nil, cli.Usagef("give --signature or --types, not both: --types only shortens the signature")
+	case f.signature != "":
+		types, err := caller.ParseSignature(f.signature)
+		if err != nil {
+			return nil, cli.Usagef("--signature: %v", err)
+		}
+		return types, nil
+	case f.types != "":
+		types, err := caller.ParseArgTypes(f.types)
+		if err != nil {
+			return nil, cli.Usagef("--types: %v", err)
+		}
+		return types, nil
+	}
+	return nil, nil
+}
+
 // config builds the caller's configuration; the default signature names the input's
-// columns with the type Snowflake would send them as.
-func (f *clientFlags) config(target string, columns []string, argType string) (caller.Config, error) {
+// columns with their types, or the type Snowflake would send untyped values as.
+func (f *clientFlags) config(target string, columns []string, types []caller.ArgType, argType string) (caller.Config, error) {
 	if f.concurrency < 1 || f.batchRows < 1 {
 		return caller.Config{}, cli.Usagef("--concurrency and the rows per batch must be at least 1")
 	}
@@ -186,7 +219,7 @@ func (f *clientFlags) config(target string, columns []string, argType string) (c
 	}
 	sig := f.signature
 	if sig == "" {
-		sig = signatureOf(columns, argType)
+		sig = signatureOf(columns, types, argType)
 	}
 	name := f.name
 	if name == "" {
@@ -209,16 +242,20 @@ func (f *clientFlags) config(target string, columns []string, argType string) (c
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
 
-// signatureOf declares one argument per column: (TEXT VARCHAR), or ARG1, ARG2, ... for
-// columns without a usable name.
-func signatureOf(columns []string, argType string) string {
+// signatureOf declares one argument per column, of its type in types or else of
+// argType: (TEXT VARCHAR), or ARG1, ARG2, ... for columns without a usable name.
+func signatureOf(columns []string, types []caller.ArgType, argType string) string {
 	args := make([]string, len(columns))
 	for i, c := range columns {
 		name := strings.ToUpper(c)
 		if !identifier.MatchString(c) {
 			name = "ARG" + strconv.Itoa(i+1)
 		}
-		args[i] = name + " " + argType
+		typ := argType
+		if i < len(types) {
+			typ = types[i].SQL
+		}
+		args[i] = name + " " + typ
 	}
 	return "(" + strings.Join(args, ", ") + ")"
 }
@@ -275,8 +312,8 @@ func (f *inputFlags) open(stdin io.Reader) (r io.Reader, size int64, closeInput 
 	return file, size, func() { file.Close() }, nil
 }
 
-func (f *inputFlags) options(batchRows int) (caller.InputOptions, error) {
-	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow, BatchRows: batchRows}
+func (f *inputFlags) options(batchRows int, types []caller.ArgType) (caller.InputOptions, error) {
+	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow, BatchRows: batchRows, Types: types}
 	if f.file != "" && f.file != "-" {
 		opts.Format = caller.FormatOf(f.file)
 	}
@@ -293,8 +330,8 @@ func (f *inputFlags) options(batchRows int) (caller.InputOptions, error) {
 	return opts, nil
 }
 
-func (f *inputFlags) reader(r io.Reader, batchRows int) (caller.RowReader, error) {
-	opts, err := f.options(batchRows)
+func (f *inputFlags) reader(r io.Reader, batchRows int, types []caller.ArgType) (caller.RowReader, error) {
+	opts, err := f.options(batchRows, types)
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +345,7 @@ func (f *inputFlags) reader(r io.Reader, batchRows int) (caller.RowReader, error
 // argType is the SQL type the input's values have: text from lines, CSV and TSV;
 // anything from JSON lines.
 func (f *inputFlags) argType() string {
-	if opts, err := f.options(0); err == nil && opts.Format == caller.FormatJSONL {
+	if opts, err := f.options(0, nil); err == nil && opts.Format == caller.FormatJSONL {
 		return "VARIANT"
 	}
 	return "VARCHAR"

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -161,6 +163,85 @@ func TestCallRetryNotice(t *testing.T) {
 	want = "asyncfn: POST " + server.URL + "/echo: 503 Service Unavailable, retrying for up to 5m0s; --retry-budget to change\n"
 	if err != nil || stdout != "$1,ECHO($1)\nhi,hi\n" || stderr != want {
 		t.Errorf("error %v, stdout %q, stderr %q; want the row, and stderr %q", err, stdout, stderr, want)
+	}
+}
+
+// sumService is a service written independently of asyncfn, as the public Node
+// sample's /test/sum is: it answers at once with its two arguments added by JavaScript's
+// +, which adds numbers but concatenates anything else, so it sees what was sent.
+func sumService(t *testing.T) string {
+	t.Helper()
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Data [][]any }
+		dec := json.NewDecoder(r.Body)
+		dec.UseNumber()
+		if err := dec.Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		out := make([][]any, len(body.Data))
+		for i, row := range body.Data {
+			if len(row) != 3 {
+				http.Error(w, "sum takes two arguments", http.StatusBadRequest)
+				return
+			}
+			x, xNumber := row[1].(json.Number)
+			y, yNumber := row[2].(json.Number)
+			if xNumber && yNumber {
+				fx, _ := x.Float64()
+				fy, _ := y.Float64()
+				out[i] = []any{row[0], fx + fy}
+			} else {
+				out[i] = []any{row[0], fmt.Sprint(row[1]) + fmt.Sprint(row[2])}
+			}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"data": out})
+	}))
+	t.Cleanup(server.Close)
+	return server.URL + "/test/sum"
+}
+
+// TestCallTypedArguments checks that --signature and --types send CSV fields as their
+// SQL type's JSON, as Snowflake does, so that a service summing numbers answers 1,2
+// with 3, not "12"; and that a field not of its type fails naming its line and column.
+func TestCallTypedArguments(t *testing.T) {
+	t.Parallel()
+	url := sumService(t)
+	file := filepath.Join(t.TempDir(), "sums.csv")
+	if err := os.WriteFile(file, []byte("a,b\n1,2\n10,-2.5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"row":1,"input":[1,2],"value":3}` + "\n" + `{"row":2,"input":[10,-2.5],"value":7.5}` + "\n"
+	for _, typing := range [][]string{{"--signature", "(A NUMBER, B NUMBER)"}, {"--types", "number,float"}} {
+		stdout, stderr, err := call(t, "", append(typing, "--input", file, "--output", "json", url)...)
+		if err != nil || stdout != want {
+			t.Errorf("%q: %v %s\nstdout\n%s\nwant\n%s", typing, err, stderr, stdout, want)
+		}
+	}
+	stdout, _, err := call(t, "", "--types", "number", "--output", "json", "--", echoURL(t), "-1", "2.50")
+	if err != nil || stdout != `{"row":1,"input":[-1],"value":-1}`+"\n"+`{"row":2,"input":[2.50],"value":2.50}`+"\n" {
+		t.Errorf("typed ARGs: %v, stdout %q", err, stdout)
+	}
+
+	if err := os.WriteFile(file, []byte("a,b\n1,2\n3,x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = call(t, "", "--types", "NUMBER,NUMBER", "--input", file, url)
+	if want := `reading row 2: line 3, column "b": "x" is not a number (NUMBER)`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--types", "NUMBER", "--signature", "(A NUMBER)", url, "1"}, "give --signature or --types, not both: --types only shortens the signature"},
+		{[]string{"--types", "NUMBR", url, "1"}, `--types: "NUMBR" is not a Snowflake data type such as NUMBER, FLOAT, BOOLEAN, VARCHAR, VARIANT, OBJECT, ARRAY, DATE or TIMESTAMP`},
+		{[]string{"--signature", "(A NUMBER, B NUMBER)", url, "1"}, "2 argument types, but each ARG is a row of one argument: give rows of several columns with --input"},
+	} {
+		var usage *cli.UsageError
+		if _, _, err := call(t, "", tt.args...); !errors.As(err, &usage) || err.Error() != tt.want {
+			t.Errorf("call %q: error %v, want usage error %s", tt.args, err, tt.want)
+		}
 	}
 }
 
