@@ -1,6 +1,8 @@
 package caller
 
 import (
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 )
@@ -148,5 +150,38 @@ func TestTypedReaders(t *testing.T) {
 		if !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want one containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// BenchmarkCSVReader reads a CSV of a text and two numeric columns, sent as text and by
+// type, to show what the conversion costs.
+func BenchmarkCSVReader(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("text,n,x\n")
+	for i := range 10000 {
+		fmt.Fprintf(&sb, "review number %d is fine,%d,%d.25\n", i, i, i)
+	}
+	input := sb.String()
+	types, err := ParseArgTypes("VARCHAR,NUMBER,FLOAT")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, types := range map[string][]ArgType{"text": nil, "typed": types} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(input)))
+			for b.Loop() {
+				r, err := NewReader(strings.NewReader(input), InputOptions{Format: FormatCSV, Types: types})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := r.Read(); err == io.EOF {
+						break
+					} else if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
 	}
 }

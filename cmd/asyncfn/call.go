@@ -85,8 +85,8 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cfg.OnRetry = retryNotice(stderr)
 	client, err := caller.NewClient(cfg)
-	if err != nil {
-		return err
+	if err != nil { // a configuration made from the flags: --compression, say
+		return &cli.UsageError{Err: err}
 	}
 	cfg = client.Config()
 	// The output starts with the first answer, so a call that fails at once prints
@@ -169,7 +169,7 @@ type clientFlags struct {
 func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	f.headers, f.contexts = keyValues{}, keyValues{}
 	fs.StringVar(&f.name, "name", "", "function name for headers and messages (empty: the URL's last path element, upper-cased)")
-	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature, e.g. (A NUMBER, B VARCHAR); its types, as --types, decide how fields are sent (empty: the input's columns with --types)")
+	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature, e.g. (A NUMBER, B VARCHAR); its types, as --types, decide how fields are sent (empty: made from the input's columns and --types)")
 	fs.StringVar(&f.types, "types", "", "comma-separated SQL types of the arguments, e.g. NUMBER,BOOLEAN: line, CSV, TSV and ARG fields are sent as Snowflake sends these types (NUMBER as a number, BOOLEAN as true or false, VARIANT, OBJECT and ARRAY as JSON), an empty field as null but for text types (empty: every field as text; JSON lines as written)")
 	fs.StringVar(&f.returnType, "return-type", "VARIANT", "return type for sf-external-function-return-type; text types show strings bare in the table")
 	fs.StringVar(&f.queryID, "query-id", "", "query id to send (empty: a new random one)")

@@ -372,6 +372,7 @@ func TestCallHelpAndUsageErrors(t *testing.T) {
 		{[]string{"--output", "xml", "http://127.0.0.1:1/f", "x"}, `--output: output format "xml": use table, csv or json`},
 		{[]string{"--input", "x.csv", "http://127.0.0.1:1/f", "arg"}, "give rows as arguments or with --input, --format and --columns, not both"},
 		{[]string{"not a url", "arg"}, `"not a url" is not an http or https URL`},
+		{[]string{"--compression", "br", "http://127.0.0.1:1/f", "x"}, `compression "br": use none, gzip or deflate`},
 	} {
 		stdout, stderr, err := call(t, "", tt.args...)
 		var usage *cli.UsageError
