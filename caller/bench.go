@@ -45,8 +45,9 @@ func (r BenchResult) Report() string {
 }
 
 // Bench sends batches as Snowflake would, Concurrency at a time, with every check of the
-// answer, and measures throughput and latency; a failed batch is counted, not fatal.
-// Payloads are built once, so the load generator spends its time on the requests.
+// answer, and measures throughput and latency; a failed batch is counted, not fatal,
+// except one refused before the service ever answered (ErrRefused): there is nothing to
+// measure. Payloads are built once, so the load generator spends its time on the requests.
 func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	if cfg.Batches < 0 || cfg.Duration < 0 {
 		return BenchResult{}, errors.New("the batches and duration must not be negative")
@@ -80,6 +81,8 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		t := time.AfterFunc(cfg.Duration, func() { close(stop) })
 		defer t.Stop()
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		next    atomic.Int64
 		mu      sync.Mutex
@@ -104,7 +107,10 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 				}
 				p := payloads[n%len(payloads)]
 				a, err := client.Call(ctx, p)
-				if errors.Is(err, ErrCanceled) {
+				if errors.Is(err, ErrRefused) {
+					cancel(err)
+				}
+				if errors.Is(err, ErrCanceled) || errors.Is(err, ErrRefused) {
 					return
 				}
 				mu.Lock()
@@ -117,8 +123,8 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		})
 	}
 	workers.Wait()
-	if err := ctx.Err(); err != nil {
-		return BenchResult{}, err
+	if ctx.Err() != nil {
+		return BenchResult{}, context.Cause(ctx)
 	}
 	return BenchResult{
 		URL:          cfg.URL,

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -83,6 +84,14 @@ type Config struct {
 	Timeout time.Duration
 	// RetryBudget bounds the total wait between retries of one batch; default 5 minutes.
 	RetryBudget time.Duration
+	// WaitForService retries a refused connection even before the service has answered
+	// once. By default a refused connection is retried only after the service has
+	// answered something: refused from the start, the URL is likelier wrong (a typo'd
+	// port) than the service restarting, and the batch fails at once with ErrRefused.
+	WaitForService bool
+	// OnRetry, if set, is called before each retry with what is retried and why, so
+	// that a wait of up to RetryBudget is not silent. Batches call it concurrently.
+	OnRetry func(Retry)
 	// RetryMin is the first retry's delay, doubled for each later one up to RetryMax
 	// (which also bounds a Retry-After); defaults 100 ms and 10 s.
 	RetryMin, RetryMax time.Duration
@@ -101,12 +110,22 @@ type Config struct {
 	HTTPClient *http.Client
 }
 
+// Retry is a request about to be sent again, for Config.OnRetry.
+type Retry struct {
+	BatchID, Method, URL string
+	// Reason is why, shortly: "connection refused", "503 Service Unavailable", ...
+	Reason string
+	// Budget is the configured RetryBudget: the most this batch will wait in all.
+	Budget time.Duration
+}
+
 // Client calls one external function. It is safe for concurrent use.
 type Client struct {
-	cfg    Config
-	http   *http.Client
-	header http.Header // every header but the batch id
-	batch  atomic.Int64
+	cfg      Config
+	http     *http.Client
+	header   http.Header // every header but the batch id
+	batch    atomic.Int64
+	answered atomic.Bool // some request got an HTTP answer: the service exists
 }
 
 // NewClient checks cfg, fills in its defaults and returns a client.
@@ -343,6 +362,8 @@ func (c *Client) exchange(ctx context.Context, p Payload, header http.Header, a 
 		var lastErr error
 		var retryAfter string
 		switch {
+		case err != nil && errors.Is(err, syscall.ECONNREFUSED) && !c.cfg.WaitForService && !c.answered.Load():
+			return fail(ErrRefused, 0, err.Error())
 		case err != nil:
 			lastErr = fail(ErrUnreachable, 0, err.Error())
 		case resp.StatusCode == http.StatusOK:
@@ -370,6 +391,9 @@ func (c *Client) exchange(ctx context.Context, p Payload, header http.Header, a 
 		if waited+delay > c.cfg.RetryBudget {
 			return lastErr
 		}
+		if c.cfg.OnRetry != nil {
+			c.cfg.OnRetry(Retry{BatchID: a.BatchID, Method: method, URL: c.cfg.URL, Reason: retryReason(err, resp), Budget: c.cfg.RetryBudget})
+		}
 		if !sleep(ctx, delay) {
 			return ended()
 		}
@@ -395,12 +419,30 @@ func (c *Client) roundTrip(ctx context.Context, method string, header http.Heade
 	if err != nil {
 		return nil, nil, err
 	}
+	c.answered.Store(true)
 	defer resp.Body.Close()
 	buf := bytes.NewBuffer(make([]byte, 0, min(max(resp.ContentLength, 512), MaxAnswerBytes)+1))
 	if _, err := io.Copy(buf, io.LimitReader(resp.Body, MaxAnswerBytes+1)); err != nil {
 		return nil, nil, err
 	}
 	return resp, buf.Bytes(), nil
+}
+
+// retryReason says shortly why a request is retried: its status, or the transport
+// error without the request that net/http puts before it.
+func retryReason(err error, resp *http.Response) string {
+	if err == nil {
+		return resp.Status
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // retryDelay returns the wait before a retry: the Retry-After the service asked for

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -573,4 +574,71 @@ func TestNewClientDefaults(t *testing.T) {
 func ExamplePlainHeaderValue() {
 	fmt.Println(PlainHeaderValue("(NAME VARCHAR, CAFÉ NUMBER)"))
 	// Output: (NAME VARCHAR, CAF  NUMBER)
+}
+
+// refusedURL returns a loopback URL on which connections are refused: a port that was
+// just listened on and closed.
+func refusedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	return "http://" + ln.Addr().String() + "/ext"
+}
+
+// TestRefused checks that a connection refused before the service ever answered fails
+// at once, without a retry; that WaitForService retries it, telling OnRetry why; and
+// that a refusal after an answer (a restart) is retried as any transport error.
+func TestRefused(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var retries []Retry
+	onRetry := func(r Retry) {
+		mu.Lock()
+		defer mu.Unlock()
+		retries = append(retries, r)
+	}
+	call := func(url string, configure func(*Config)) (*Client, Answer, error) {
+		cfg := fastConfig(url)
+		cfg.OnRetry = onRetry
+		cfg.RetryBudget = 20 * time.Millisecond
+		configure(&cfg)
+		client, err := NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := client.Encode(threeRows)
+		a, err := client.Call(context.Background(), p)
+		return client, a, err
+	}
+
+	url := refusedURL(t)
+	_, a, err := call(url, func(*Config) {})
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, ErrUnreachable) || a.Stats.Retries != 0 || len(retries) != 0 ||
+		!strings.Contains(err.Error(), "Remote service cannot be reached. Check the endpoint URL and try again. Last error: ") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("refused from the start: %v after %d retries, OnRetry %v; want ErrRefused at once", err, a.Stats.Retries, retries)
+	}
+
+	_, a, err = call(url, func(c *Config) { c.WaitForService = true })
+	if !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRefused) || a.Stats.Retries == 0 || len(retries) != a.Stats.Retries {
+		t.Errorf("waiting for the service: %v after %d retries, %d told; want ErrUnreachable after retries, each told", err, a.Stats.Retries, len(retries))
+	}
+	if r := retries[0]; r.Reason != "connection refused" || r.Method != http.MethodPost || r.URL != url || r.BatchID != a.BatchID || r.Budget != 20*time.Millisecond {
+		t.Errorf("OnRetry got %+v", r)
+	}
+
+	server := httptest.NewServer(ok(`{"data":[[0,1],[1,2],[2,3]]}`))
+	client, _, err := call(server.URL, func(*Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	p, _ := client.Encode(threeRows)
+	a, err = client.Call(context.Background(), p)
+	if !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRefused) || a.Stats.Retries == 0 {
+		t.Errorf("refused after an answer: %v after %d retries; want ErrUnreachable after retries", err, a.Stats.Retries)
+	}
 }

@@ -13,6 +13,8 @@ import (
 //     and for 429 and 5xx once the retry budget is spent.
 //   - ErrUnreachable: "... Error: Remote service cannot be reached. Check the endpoint URL
 //     and try again." (Snowflake's), once transport errors have used up the retry budget.
+//   - ErrRefused, also an ErrUnreachable and worded as one: a connection refused before
+//     the service answered anything, not retried unless Config.WaitForService.
 //   - ErrTimeout: "... Error: Timeout was reached" (Snowflake's), when a batch outlives
 //     the timeout, usually polling a 202 that never ends.
 //   - ErrInvalidJSON, ErrMissingData, ErrRowValues: "... Error: Error parsing JSON:
@@ -35,6 +37,7 @@ var (
 	ErrTooLarge     = errors.New("answer over 10 MB")
 	ErrChecksum     = errors.New("Content-MD5 mismatch")
 	ErrCanceled     = errors.New("canceled")
+	ErrRefused      = fmt.Errorf("%w: connection refused before any answer", ErrUnreachable)
 )
 
 // BatchError is why a batch failed.
@@ -60,7 +63,7 @@ func (e *BatchError) Message() string {
 	switch e.Kind {
 	case ErrRemoteStatus:
 		return fmt.Sprintf("%s with remote service error: %d '%s'", prefix, e.Status, e.Detail)
-	case ErrUnreachable:
+	case ErrUnreachable, ErrRefused:
 		return prefix + ". Error: Remote service cannot be reached. Check the endpoint URL and try again. Last error: " + e.Detail
 	case ErrTimeout:
 		return prefix + ". Error: Timeout was reached: " + e.Detail

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,15 +18,18 @@ import (
 type Format string
 
 const (
-	// FormatLines is one row per line, the line as the only argument.
+	// FormatLines is one row per line, the line as the only argument, sent as its type
+	// in InputOptions.Types, a string by default.
 	FormatLines Format = "lines"
 	// FormatCSV and FormatTSV have a header row naming the columns unless told otherwise;
-	// every field is sent as a string.
+	// each field is sent as its column's type in InputOptions.Types, a string by default.
 	FormatCSV Format = "csv"
 	FormatTSV Format = "tsv"
 	// FormatJSONL is one JSON value per line: an object (columns by key), an array
 	// (columns by position) or a scalar (one column); values are sent as they are written,
-	// so numbers keep their precision and objects stay objects.
+	// so numbers keep their precision and objects stay objects. A key or position that a
+	// line lacks is sent as null, as Snowflake sends NULL; a key chosen by name must be
+	// in at least one line of the first batch, or it is taken for a typo.
 	FormatJSONL Format = "jsonl"
 )
 
@@ -60,6 +64,14 @@ type InputOptions struct {
 	Columns []string
 	// NoHeaderRow says a CSV or TSV file's first line is data.
 	NoHeaderRow bool
+	// BatchRows is the rows of the first batch, among which JSON lines must have each key
+	// named in Columns; default DefaultMaxBatchRows.
+	BatchRows int
+	// Types are the SQL types of the arguments, one per chosen column: each field of
+	// lines, CSV and TSV is sent as its type's JSON (see ArgType), and one that is not of
+	// its type is an error naming its line and column. JSON lines are sent as written.
+	// None sends every field as a string.
+	Types []ArgType
 }
 
 // RowReader reads input rows one at a time, so the input is never held whole.
@@ -71,10 +83,15 @@ type RowReader interface {
 	Read() (Row, error)
 }
 
-// ArgsReader reads one row of one text argument per string, e.g. command-line arguments.
-func ArgsReader(args []string) RowReader { return &argsReader{args: args} }
+// ArgsReader reads one row of one argument of type t per string, e.g. command-line
+// arguments.
+func ArgsReader(args []string, t ArgType) RowReader { return &argsReader{args: args, typ: t} }
 
-type argsReader struct{ args []string }
+type argsReader struct {
+	args []string
+	typ  ArgType
+	n    int
+}
 
 func (r *argsReader) Columns() []string { return []string{"$1"} }
 
@@ -82,29 +99,51 @@ func (r *argsReader) Read() (Row, error) {
 	if len(r.args) == 0 {
 		return nil, io.EOF
 	}
-	row := Row{TextValue(r.args[0])}
+	r.n++
+	v, err := r.typ.Value(r.args[0])
+	if err != nil {
+		return nil, fmt.Errorf("argument %d: %w", r.n, err)
+	}
 	r.args = r.args[1:]
-	return row, nil
+	return Row{v}, nil
 }
 
 // NewReader returns a reader of rows from r in the given format. It reads the header row
 // of CSV and TSV, and the first line of JSON lines, at once, so Columns is known.
 func NewReader(r io.Reader, opts InputOptions) (RowReader, error) {
+	var rows RowReader
+	var err error
 	switch opts.Format {
 	case FormatLines, "":
 		if _, err := columnIndexes(opts.Columns, []string{"$1"}); err != nil {
 			return nil, err
 		}
-		return &linesReader{in: bufio.NewReaderSize(r, 64<<10)}, nil
+		lines := &linesReader{in: bufio.NewReaderSize(r, 64<<10)}
+		if len(opts.Types) > 0 {
+			lines.typ = opts.Types[0]
+		}
+		rows = lines
 	case FormatCSV, FormatTSV:
-		return newCSVReader(r, opts)
+		rows, err = newCSVReader(r, opts)
 	case FormatJSONL:
-		return newJSONLReader(r, opts)
+		rows, err = newJSONLReader(r, opts)
+	default:
+		return nil, fmt.Errorf("input format %q: use lines, csv, tsv or jsonl", opts.Format)
 	}
-	return nil, fmt.Errorf("input format %q: use lines, csv, tsv or jsonl", opts.Format)
+	if err != nil {
+		return nil, err
+	}
+	if columns := rows.Columns(); opts.Types != nil && len(opts.Types) != len(columns) {
+		return nil, fmt.Errorf("%d argument types for the %d columns %s: choose one column per argument", len(opts.Types), len(columns), strings.Join(columns, ", "))
+	}
+	return rows, nil
 }
 
-type linesReader struct{ in *bufio.Reader }
+type linesReader struct {
+	in   *bufio.Reader
+	typ  ArgType
+	line int
+}
 
 func (r *linesReader) Columns() []string { return []string{"$1"} }
 
@@ -113,7 +152,12 @@ func (r *linesReader) Read() (Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Row{appendJSONString(make([]byte, 0, len(b)+2), string(b))}, nil
+	r.line++
+	v, err := r.typ.appendValue(make([]byte, 0, len(b)+2), string(b))
+	if err != nil {
+		return nil, fmt.Errorf("line %d: %w", r.line, err)
+	}
+	return Row{v}, nil
 }
 
 // readLine returns the next line without its \n or \r\n; the returned slice is valid
@@ -142,7 +186,8 @@ type csvReader struct {
 	in      *csv.Reader
 	columns []string
 	picks   []int
-	first   []string // a data record read to learn the column count, when there is no header
+	types   []ArgType // of the picks; none for text
+	first   []string  // a data record read to learn the column count, when there is no header
 }
 
 func newCSVReader(r io.Reader, opts InputOptions) (*csvReader, error) {
@@ -174,6 +219,9 @@ func newCSVReader(r io.Reader, opts InputOptions) (*csvReader, error) {
 	for i, p := range c.picks {
 		c.columns[i] = names[p]
 	}
+	if len(opts.Types) == len(c.picks) { // else NewReader fails
+		c.types = opts.Types
+	}
 	return c, nil
 }
 
@@ -187,10 +235,10 @@ func (c *csvReader) Read() (Row, error) {
 	} else if record, err = c.in.Read(); err != nil {
 		return nil, err
 	}
-	return c.row(record), nil
+	return c.row(record)
 }
 
-func (c *csvReader) row(record []string) Row {
+func (c *csvReader) row(record []string) (Row, error) {
 	size := 0
 	for _, p := range c.picks {
 		size += len(record[p]) + 2
@@ -199,10 +247,18 @@ func (c *csvReader) row(record []string) Row {
 	row := make(Row, len(c.picks))
 	for i, p := range c.picks {
 		start := len(buf)
-		buf = appendJSONString(buf, record[p])
+		if c.types == nil {
+			buf = appendJSONString(buf, record[p])
+		} else {
+			var err error
+			if buf, err = c.types[i].appendValue(buf, record[p]); err != nil {
+				line, _ := c.in.FieldPos(p)
+				return nil, fmt.Errorf("line %d, column %q: %w", line, c.columns[i], err)
+			}
+		}
 		row[i] = buf[start:len(buf):len(buf)]
 	}
-	return row
+	return row, nil
 }
 
 // columnIndexes turns column choices (names or 1-based positions) into 0-based indexes
@@ -252,8 +308,8 @@ type jsonlReader struct {
 	shape   byte // of the first line: '{' object, '[' array, else a scalar
 	columns []string
 	picks   []int // for arrays: the positions chosen
-	first   Row   // the first row, read to learn the columns
-	err     error
+	ahead   []Row // rows read to learn the columns, returned first
+	err     error // what ended the reading ahead, returned after them
 }
 
 func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
@@ -272,8 +328,12 @@ func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
 		if err != nil {
 			return nil, j.lineError(err)
 		}
-		if j.columns, err = memberNames(opts.Columns, keys); err != nil {
+		var unseen []int
+		if j.columns, unseen, err = memberNames(opts.Columns, keys); err != nil {
 			return nil, err
+		}
+		if len(unseen) > 0 {
+			return j, j.findKeys(line, unseen, orDefault(opts.BatchRows, DefaultMaxBatchRows))
 		}
 	case '[':
 		var values []json.RawMessage
@@ -293,17 +353,22 @@ func newJSONLReader(r io.Reader, opts InputOptions) (*jsonlReader, error) {
 		}
 		j.columns = []string{"$1"}
 	}
-	j.first, j.err = j.row(line)
+	row, err := j.row(line)
+	if err != nil {
+		return nil, err
+	}
+	j.ahead = []Row{row}
 	return j, nil
 }
 
 // memberNames resolves column choices against the first object's keys: a position or a
-// key (in any case) names that key; another name is kept, since later objects may have it.
-func memberNames(choices, keys []string) ([]string, error) {
+// key (in any case) names that key; another name is kept, since later objects may have
+// it, and its index returned among unseen.
+func memberNames(choices, keys []string) (names []string, unseen []int, err error) {
 	if len(choices) == 0 {
-		return keys, nil
+		return keys, nil, nil
 	}
-	names := make([]string, len(choices))
+	names = make([]string, len(choices))
 	for i, choice := range choices {
 		choice = strings.TrimSpace(choice)
 		p, err := columnIndex(choice, keys)
@@ -311,12 +376,64 @@ func memberNames(choices, keys []string) ([]string, error) {
 		case err == nil:
 			names[i] = keys[p]
 		case isPosition(choice):
-			return nil, err
+			return nil, nil, err
 		default:
 			names[i] = choice
+			unseen = append(unseen, i)
 		}
 	}
-	return names, nil
+	return names, unseen, nil
+}
+
+// findKeys reads ahead, up to the first batch's lines, until each column in unseen is a
+// key of some line, and keeps the rows it read for Read. A column no line of the first
+// batch has is an error, as an unknown CSV column is: it is likelier a typo than a key
+// that comes later, and would otherwise send NULL for every row without a word.
+func (j *jsonlReader) findKeys(line []byte, unseen []int, batchRows int) error {
+	var keys []string // of every line read, in order, for the error
+	known := map[string]bool{}
+	for {
+		// A line that is not an object fails in j.row, with the line's number.
+		if lineKeys, err := lineObjectKeys(line); err == nil {
+			for _, k := range lineKeys {
+				if !known[k] {
+					known[k] = true
+					keys = append(keys, k)
+				}
+			}
+			// Resolved before the line's row is made, so that the row has the value;
+			// the rows before had no such key in any case.
+			unseen = slices.DeleteFunc(unseen, func(i int) bool {
+				p, err := columnIndex(j.columns[i], lineKeys)
+				if err == nil {
+					j.columns[i] = lineKeys[p]
+				}
+				return err == nil
+			})
+		}
+		row, err := j.row(line)
+		if err != nil {
+			j.err = err
+			break
+		}
+		j.ahead = append(j.ahead, row)
+		if len(unseen) == 0 || len(j.ahead) == batchRows {
+			break
+		}
+		if line, err = j.nextLine(); err != nil {
+			if err != io.EOF {
+				j.err = err
+			}
+			break
+		}
+	}
+	if len(unseen) > 0 {
+		if j.err != nil {
+			return j.err
+		}
+		return fmt.Errorf("column %q: the input's columns are %s", j.columns[unseen[0]], strings.Join(keys, ", "))
+	}
+	return nil
 }
 
 func isPosition(choice string) bool {
@@ -335,10 +452,15 @@ func positionNames(n int) []string {
 func (j *jsonlReader) Columns() []string { return j.columns }
 
 func (j *jsonlReader) Read() (Row, error) {
-	if j.first != nil || j.err != nil {
-		row, err := j.first, j.err
-		j.first, j.err = nil, nil
-		return row, err
+	if len(j.ahead) > 0 {
+		row := j.ahead[0]
+		j.ahead = j.ahead[1:]
+		return row, nil
+	}
+	if j.err != nil {
+		err := j.err
+		j.err = nil
+		return nil, err
 	}
 	line, err := j.nextLine()
 	if err != nil {
@@ -404,6 +526,14 @@ func (j *jsonlReader) row(line []byte) (Row, error) {
 		}
 		return Row{append(json.RawMessage(nil), line...)}, nil
 	}
+}
+
+// lineObjectKeys is objectKeys for a line that may not be an object.
+func lineObjectKeys(line []byte) ([]string, error) {
+	if line[0] != '{' {
+		return nil, errors.New("not an object")
+	}
+	return objectKeys(line)
 }
 
 // objectKeys returns the keys of a JSON object in the order they are written, which a

@@ -33,7 +33,7 @@ func readAll(t *testing.T, r RowReader) (columns []string, rows []string) {
 
 func TestArgsReader(t *testing.T) {
 	t.Parallel()
-	columns, rows := readAll(t, ArgsReader([]string{"hello", `say "hi"`, "<b>&</b>", ""}))
+	columns, rows := readAll(t, ArgsReader([]string{"hello", `say "hi"`, "<b>&</b>", ""}, ArgType{}))
 	want := []string{`"hello"`, `"say \"hi\""`, `"<b>&</b>"`, `""`}
 	if strings.Join(columns, ",") != "$1" || strings.Join(rows, "\n") != strings.Join(want, "\n") {
 		t.Errorf("columns %q rows %q, want $1 and %q", columns, rows, want)
@@ -112,6 +112,13 @@ func TestReaders(t *testing.T) {
 			rows:    []string{`"hi" | 7 | null`, `"yo" | 8 | "x"`},
 		},
 		{
+			name:    "jsonl objects, a column first in a later line of the first batch, case aside",
+			input:   `{"id":1}` + "\n" + `{"id":2}` + "\n" + `{"id":3,"Text":"c"}` + "\n" + `{"id":4}` + "\n" + `{"Text":"e"}` + "\n",
+			opts:    InputOptions{Format: FormatJSONL, Columns: []string{"text", "id"}, BatchRows: 3},
+			columns: "Text,id",
+			rows:    []string{`null | 1`, `null | 2`, `"c" | 3`, `null | 4`, `"e" | null`},
+		},
+		{
 			name:    "jsonl arrays",
 			input:   `[1,"a",{"k":1}]` + "\n" + `[2,"b"]` + "\n",
 			opts:    InputOptions{Format: FormatJSONL, Columns: []string{"3", "2"}},
@@ -159,6 +166,10 @@ func TestReaderErrors(t *testing.T) {
 		{"empty jsonl", "\n\n", InputOptions{Format: FormatJSONL}, "the jsonl input is empty"},
 		{"bad json line", "{\"a\":1}\n{\"a\":\n", InputOptions{Format: FormatJSONL}, "line 2:"},
 		{"object then array", "{\"a\":1}\n[1]\n", InputOptions{Format: FormatJSONL}, "line 2: cannot unmarshal array"},
+		{"jsonl key in no line", `{"id":1,"txt":"a"}` + "\n" + `{"id":2,"more":3}` + "\n", InputOptions{Format: FormatJSONL, Columns: []string{"id", "text"}}, `column "text": the input's columns are id, txt, more`},
+		{"jsonl key after the first batch", `{"id":1}` + "\n" + `{"id":2}` + "\n" + `{"text":"c"}` + "\n", InputOptions{Format: FormatJSONL, Columns: []string{"text"}, BatchRows: 2}, `column "text": the input's columns are id`},
+		{"jsonl bad line before the key", `{"id":1}` + "\n" + `{"id":` + "\n" + `{"text":"c"}` + "\n", InputOptions{Format: FormatJSONL, Columns: []string{"text"}}, "line 2: unexpected end of JSON input"},
+		{"jsonl array line before the key", `{"id":1}` + "\n" + `[1]` + "\n", InputOptions{Format: FormatJSONL, Columns: []string{"text"}}, "line 2: cannot unmarshal array"},
 		{"bad first scalar", "nope\n", InputOptions{Format: FormatJSONL}, "line 1: not a JSON value"},
 		{"unknown format", "", InputOptions{Format: "xml"}, `input format "xml"`},
 	}

@@ -79,7 +79,7 @@ func TestRunOrderWithOutOfOrderCompletion(t *testing.T) {
 		}
 	})
 	client := newRunClient(t, handler, 2, batches)
-	indexes, firstRows, values, err := collect(t, client, ArgsReader(textRows(2*batches)))
+	indexes, firstRows, values, err := collect(t, client, ArgsReader(textRows(2*batches), ArgType{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestRunBoundsMemory(t *testing.T) {
 		defer inFlight.Add(-1)
 		baseline.ServeHTTP(w, r)
 	}), batchRows, concurrency)
-	in := &countingRowReader{RowReader: ArgsReader(textRows(batchRows * batches))}
+	in := &countingRowReader{RowReader: ArgsReader(textRows(batchRows*batches), ArgType{})}
 	next := 0
 	summary, err := client.Run(context.Background(), in, func(o Outcome) error {
 		if o.Index != next {
@@ -170,7 +170,7 @@ func TestRunStopsAtFailedBatch(t *testing.T) {
 			client := newRunClient(t, handler, 2, concurrency)
 			var indexes []int
 			var values []string
-			summary, err := client.Run(context.Background(), ArgsReader(textRows(20)), func(o Outcome) error {
+			summary, err := client.Run(context.Background(), ArgsReader(textRows(20), ArgType{}), func(o Outcome) error {
 				indexes = append(indexes, o.Index)
 				for _, v := range o.Answer.Values {
 					var s string
@@ -232,7 +232,7 @@ func TestRunSinkError(t *testing.T) {
 	t.Parallel()
 	client := newRunClient(t, BaselineHandler(), 1, 2)
 	closed := errors.New("broken pipe")
-	_, err := client.Run(context.Background(), ArgsReader(textRows(10)), func(Outcome) error { return closed })
+	_, err := client.Run(context.Background(), ArgsReader(textRows(10), ArgType{}), func(Outcome) error { return closed })
 	if !errors.Is(err, closed) {
 		t.Errorf("error %v, want %v", err, closed)
 	}
@@ -241,7 +241,7 @@ func TestRunSinkError(t *testing.T) {
 func TestRunEmptyInput(t *testing.T) {
 	t.Parallel()
 	client := newRunClient(t, BaselineHandler(), 2, 2)
-	summary, err := client.Run(context.Background(), ArgsReader(nil), func(Outcome) error {
+	summary, err := client.Run(context.Background(), ArgsReader(nil, ArgType{}), func(Outcome) error {
 		t.Error("sink called")
 		return nil
 	})

@@ -7,43 +7,43 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/cli"
 )
 
-const benchUsage = `usage: asyncfn bench [flags] URL
-
-Loads the external-function service at URL as Snowflake would, with the same caller as
+const benchSynopsis = `Loads the external-function service at URL as Snowflake would, with the same caller as
 "asyncfn call" (every check of the answers included), and prints rows and batches per
 second, POST, GET and whole-batch latency percentiles, polls per batch, retries and
 errors. With --baseline it first runs the same load against an in-process synchronous
-echo handler on 127.0.0.1 and prints the ratio of the two throughputs.
-
-flags:
-`
+echo handler on 127.0.0.1 and prints the ratio of the two throughputs.`
 
 // runBench implements "asyncfn bench".
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("asyncfn bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	fs := newFlagSet("bench", "[flags] URL", benchSynopsis, stderr)
 	var cf clientFlags
 	cf.register(fs, 16)
 	var in inputFlags
 	in.register(fs)
 	fs.IntVar(&cf.batchRows, "rows", caller.DefaultMaxBatchRows, "rows per batch")
 	batches := fs.Int("batches", 256, "batches to send (256 x 4096 rows is about a million rows); 0 with --duration: until the duration is over")
-	duration := fs.Duration("duration", 0, "stop starting batches after this long (0: no limit); without --batches, run for this long")
+	var duration time.Duration
+	cli.DurationVar(fs, &duration, "duration", 0, "stop starting batches after this long (0: no limit); without --batches, run for this long")
 	baseline := fs.Bool("baseline", false, "first run the same load against an in-process synchronous echo handler, then print the ratio service/baseline rows per second")
 	jsonOut := fs.Bool("json", false, "print one JSON line instead of the text report")
-	if err := fs.Parse(args); err != nil {
+	words, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("asyncfn bench: give exactly one service URL")
+	if len(words) != 1 {
+		return cli.Usagef("give exactly one service URL: asyncfn bench [flags] URL")
 	}
-	if *duration > 0 && !flagSet(fs, "batches") {
+	types, err := cf.argTypes()
+	if err != nil {
+		return err
+	}
+	if duration > 0 && !flagSet(fs, "batches") {
 		*batches = 0
 	}
 	var rows []caller.Row
@@ -54,7 +54,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer closeInput()
-		r, err := in.reader(src)
+		r, err := in.reader(src, cf.batchRows, types)
 		if err != nil {
 			return err
 		}
@@ -63,11 +63,12 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		columns = r.Columns()
 	}
-	cfg, err := cf.config(fs.Arg(0), columns, in.argType())
+	cfg, err := cf.config(words[0], columns, types, in.argType())
 	if err != nil {
 		return err
 	}
-	bench := caller.BenchConfig{Config: cfg, Batches: *batches, Duration: *duration, Rows: rows}
+	cfg.OnRetry = retryNotice(stderr)
+	bench := caller.BenchConfig{Config: cfg, Batches: *batches, Duration: duration, Rows: rows}
 
 	var report benchReport
 	if *baseline {
@@ -88,7 +89,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		report.Baseline = &result
 	}
 	if report.BenchResult, err = caller.Bench(ctx, bench); err != nil {
-		return err
+		return refusedHint(err)
 	}
 	if report.Baseline != nil && report.Baseline.RowsPerSecond > 0 {
 		report.Ratio = report.RowsPerSecond / report.Baseline.RowsPerSecond

@@ -3,16 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/cli"
 )
 
+// bench runs "asyncfn bench args..." through run, as the binary does.
 func bench(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr strings.Builder
-	err := runBench(context.Background(), args, func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr)
+	err := run(context.Background(), append([]string{"bench"}, args...), func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
@@ -62,6 +68,29 @@ func TestBenchTextWithInput(t *testing.T) {
 	}
 }
 
+// TestBenchFlagsAfterURL checks that flags after the URL are flags, as for call.
+func TestBenchFlagsAfterURL(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := bench(t, echoURL(t), "--json", "--batches", "3", "--rows", "10", "--concurrency", "2")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	var got struct{ Rows, Batches int }
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.Rows != 30 || got.Batches != 3 {
+		t.Errorf("bench printed %q (%v), want 3 batches of 10 rows as JSON", stdout, err)
+	}
+}
+
+// TestBenchRefusedFailsFast checks that bench of a port where nothing listens ends at
+// once with the refusal, instead of counting refused batches for minutes.
+func TestBenchRefusedFailsFast(t *testing.T) {
+	t.Parallel()
+	stdout, _, err := bench(t, "--batches", "1000", "--rows", "10", refusedURL(t))
+	if !errors.Is(err, caller.ErrRefused) || !strings.Contains(err.Error(), "--wait-for-service") || stdout != "" {
+		t.Errorf("error %v, stdout %q; want the refusal with the hint, and no report", err, stdout)
+	}
+}
+
 func TestBenchDurationAlone(t *testing.T) {
 	t.Parallel()
 	if _, _, err := bench(t, "--duration", "1ns", "--rows", "5", echoURL(t)); err != nil {
@@ -71,19 +100,40 @@ func TestBenchDurationAlone(t *testing.T) {
 
 func TestBenchUsageAndErrors(t *testing.T) {
 	t.Parallel()
-	_, stderr, err := bench(t)
-	if err == nil || !strings.Contains(stderr, "usage: asyncfn bench [flags] URL") {
-		t.Errorf("no URL: error %v, stderr\n%s", err, stderr)
+	_, stderr, err := bench(t, "-h")
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: error %v, want flag.ErrHelp", err)
 	}
-	for _, want := range []string{"-rows int", "(default 4096)", "-concurrency int", "(default 16)", "-batches int", "(default 256)", "-baseline", "-json"} {
+	for _, want := range []string{
+		"Usage: asyncfn bench [flags] URL\n\nLoads the external-function service",
+		"\n  --rows\n        rows per batch (default 4096)\n",
+		"\n  --concurrency\n        batches in flight at once (default 16)\n",
+		"\n  --duration\n        stop starting batches after this long (0: no limit); without --batches, run for this long (default 0s)\n",
+		"\n  --baseline\n        first run the same load",
+		"(default false)\n",
+	} {
 		if !strings.Contains(stderr, want) {
-			t.Errorf("usage lacks %q:\n%s", want, stderr)
+			t.Errorf("help lacks %q:\n%s", want, stderr)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give exactly one service URL: asyncfn bench [flags] URL"},
+		{[]string{"http://127.0.0.1:1/f", "extra"}, "give exactly one service URL: asyncfn bench [flags] URL"},
+		{[]string{"http://127.0.0.1:1/f", "--duration", "10"}, "--duration 10: a duration needs a unit, such as 10s"},
+		{[]string{"http://127.0.0.1:1/f", "--rows", "many"}, "--rows many: parse error"},
+	} {
+		_, stderr, err := bench(t, tt.args...)
+		var usage *cli.UsageError
+		if !errors.As(err, &usage) || err.Error() != tt.want || stderr != "" {
+			t.Errorf("bench %q: error %v, want a usage error %q; stderr %q", tt.args, err, tt.want, stderr)
 		}
 	}
 	for _, args := range [][]string{
 		{"--batches", "0", "http://127.0.0.1:1/f"},
 		{"--rows", "0", "http://127.0.0.1:1/f"},
-		{"http://127.0.0.1:1/f", "extra"},
 		{"--input", filepath.Join(t.TempDir(), "missing"), "http://127.0.0.1:1/f"},
 	} {
 		if _, _, err := bench(t, args...); err == nil {

@@ -11,27 +11,22 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/cli"
 )
 
-const callUsage = `usage: asyncfn call [flags] URL [ARG...]
-
-Calls the external-function service at URL exactly as Snowflake would: same headers,
+const callSynopsis = `Calls the external-function service at URL exactly as Snowflake would: same headers,
 batches, compression, polling of 202 answers, retries and checks of the answer, and
 prints the results in input order. Rows come from the ARGs (one row each), from
---input, or from standard input (one row per line). Flags go before URL: every word
-after it is a row. Exits non-zero, naming the batch, if any batch fails.
-
-flags:
-`
+--input, or from standard input (one row per line). Exits non-zero, naming the batch,
+if any batch fails.`
 
 // runCall implements "asyncfn call".
 func runCall(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("asyncfn call", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, callUsage); fs.PrintDefaults() }
+	fs := newFlagSet("call", "[flags] URL [ARG...]", callSynopsis, stderr)
 	var cf clientFlags
 	cf.register(fs, caller.DefaultConcurrency)
 	var in inputFlags
@@ -39,15 +34,19 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	fs.IntVar(&cf.batchRows, "max-batch-rows", caller.DefaultMaxBatchRows, "most rows per batch, as the function's MAX_BATCH_ROWS")
 	output := fs.String("output", "table", "output format: table (like SnowSQL), csv, or json (JSON lines with the input and the value)")
 	stats := fs.Bool("stats", false, "print batches, retries, polls and latency percentiles to standard error at the end")
-	if err := fs.Parse(args); err != nil {
+	words, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("asyncfn call: the service URL is missing")
+	if len(words) == 0 {
+		return cli.Usagef("the service URL is missing: asyncfn call [flags] URL [ARG...]")
 	}
-	target, rowArgs := fs.Arg(0), fs.Args()[1:]
+	target, rowArgs := words[0], words[1:]
 	format, err := caller.ParseOutputFormat(*output)
+	if err != nil {
+		return cli.Usagef("--output: %v", err)
+	}
+	types, err := cf.argTypes()
 	if err != nil {
 		return err
 	}
@@ -57,9 +56,15 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 	showProgress := isTerminal(stderr)
 	switch {
 	case len(rowArgs) > 0 && in.anySet():
-		return errors.New("asyncfn call: give rows as arguments or with --input, --format and --columns, not both")
+		return cli.Usagef("give rows as arguments or with --input, --format and --columns, not both")
+	case len(rowArgs) > 0 && types != nil && len(types) != 1:
+		return cli.Usagef("%d argument types, but each ARG is a row of one argument: give rows of several columns with --input", len(types))
 	case len(rowArgs) > 0:
-		rows = caller.ArgsReader(rowArgs)
+		var t caller.ArgType // text unless typed
+		if types != nil {
+			t = types[0]
+		}
+		rows = caller.ArgsReader(rowArgs, t)
 	default:
 		src, size, closeInput, err := in.open(stdin)
 		if err != nil {
@@ -70,17 +75,18 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 			progress = caller.NewProgress(stderr, cf.batchRows, size)
 			src = progress.Input(src)
 		}
-		if rows, err = in.reader(src); err != nil {
+		if rows, err = in.reader(src, cf.batchRows, types); err != nil {
 			return err
 		}
 	}
-	cfg, err := cf.config(target, rows.Columns(), in.argType())
+	cfg, err := cf.config(target, rows.Columns(), types, in.argType())
 	if err != nil {
 		return err
 	}
+	cfg.OnRetry = retryNotice(stderr)
 	client, err := caller.NewClient(cfg)
-	if err != nil {
-		return err
+	if err != nil { // a configuration made from the flags: --compression, say
+		return &cli.UsageError{Err: err}
 	}
 	cfg = client.Config()
 	// The output starts with the first answer, so a call that fails at once prints
@@ -122,50 +128,98 @@ func runCall(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprint(stderr, summary.Report())
 	}
 	if runErr != nil {
-		return runErr
+		return refusedHint(runErr)
 	}
 	return closeErr
+}
+
+// retryNotice tells on w, once for each reason, what is being retried and why, so that
+// waiting out the retry budget is never silent.
+func retryNotice(w io.Writer) func(caller.Retry) {
+	var mu sync.Mutex
+	told := map[string]bool{}
+	return func(r caller.Retry) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !told[r.Reason] {
+			told[r.Reason] = true
+			fmt.Fprintf(w, "asyncfn: %s %s: %s, retrying for up to %v; --retry-budget to change\n", r.Method, r.URL, r.Reason, r.Budget)
+		}
+	}
+}
+
+// refusedHint adds to a connection refused from the start how to wait for the service.
+func refusedHint(err error) error {
+	if errors.Is(err, caller.ErrRefused) {
+		return fmt.Errorf("%w (refused before the service answered anything, so not retried: is the URL right? --wait-for-service waits for a service that is starting)", err)
+	}
+	return err
 }
 
 // clientFlags are the flags call and bench share: what the function is and how
 // Snowflake would call it.
 type clientFlags struct {
-	name, signature, returnType, queryID, compression string
-	headers, contexts                                 keyValues
-	timeout, retryBudget                              time.Duration
-	concurrency, batchRows                            int
+	name, signature, types, returnType, queryID, compression string
+	headers, contexts                                        keyValues
+	timeout, retryBudget                                     time.Duration
+	concurrency, batchRows                                   int
+	waitForService                                           bool
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet, concurrency int) {
 	f.headers, f.contexts = keyValues{}, keyValues{}
-	fs.StringVar(&f.name, "name", "", "function name for headers and messages (default: the URL's last path element, upper-cased)")
-	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature (default: from the input columns, e.g. (TEXT VARCHAR))")
+	fs.StringVar(&f.name, "name", "", "function name for headers and messages (empty: the URL's last path element, upper-cased)")
+	fs.StringVar(&f.signature, "signature", "", "function signature for sf-external-function-signature, e.g. (A NUMBER, B VARCHAR); its types, as --types, decide how fields are sent (empty: made from the input's columns and --types)")
+	fs.StringVar(&f.types, "types", "", "comma-separated SQL types of the arguments, e.g. NUMBER,BOOLEAN: line, CSV, TSV and ARG fields are sent as Snowflake sends these types (NUMBER as a number, BOOLEAN as true or false, VARIANT, OBJECT and ARRAY as JSON), an empty field as null but for text types (empty: every field as text; JSON lines as written)")
 	fs.StringVar(&f.returnType, "return-type", "VARIANT", "return type for sf-external-function-return-type; text types show strings bare in the table")
-	fs.StringVar(&f.queryID, "query-id", "", "query id to send (default: a new random one)")
+	fs.StringVar(&f.queryID, "query-id", "", "query id to send (empty: a new random one)")
 	fs.StringVar(&f.compression, "compression", string(caller.CompressionNone), "request body compression, as COMPRESSION: none, gzip or deflate")
-	fs.Var(f.headers, "header", "`K=V` sent as sf-custom-K, as HEADERS (repeatable)")
-	fs.Var(f.contexts, "context", "`K=V` sent as sf-context-K and sf-context-K-base64, as CONTEXT_HEADERS (repeatable)")
-	fs.DurationVar(&f.timeout, "timeout", caller.DefaultTimeout, "most time for one batch, polls included")
-	fs.DurationVar(&f.retryBudget, "retry-budget", caller.DefaultRetryBudget, "most total wait between retries of one batch (transport errors, 429, 5xx)")
+	fs.Var(f.headers, "header", "K=V sent as sf-custom-K, as HEADERS (repeatable)")
+	fs.Var(f.contexts, "context", "K=V sent as sf-context-K and sf-context-K-base64, as CONTEXT_HEADERS (repeatable)")
+	cli.DurationVar(fs, &f.timeout, "timeout", caller.DefaultTimeout, "most time for one batch, polls included")
+	cli.DurationVar(fs, &f.retryBudget, "retry-budget", caller.DefaultRetryBudget, "most total wait between retries of one batch (transport errors, 429, 5xx)")
 	fs.IntVar(&f.concurrency, "concurrency", concurrency, "batches in flight at once")
+	fs.BoolVar(&f.waitForService, "wait-for-service", false, "retry a connection refused before the service has answered once (a service still starting) within --retry-budget, instead of failing at once")
+}
+
+// argTypes reads the arguments' types out of --signature or --types; none when neither
+// is given.
+func (f *clientFlags) argTypes() ([]caller.ArgType, error) {
+	switch {
+	case f.signature != "" && f.types != "":
+		return nil, cli.Usagef("give --signature or --types, not both: --types only shortens the signature")
+	case f.signature != "":
+		types, err := caller.ParseSignature(f.signature)
+		if err != nil {
+			return nil, cli.Usagef("--signature: %v", err)
+		}
+		return types, nil
+	case f.types != "":
+		types, err := caller.ParseArgTypes(f.types)
+		if err != nil {
+			return nil, cli.Usagef("--types: %v", err)
+		}
+		return types, nil
+	}
+	return nil, nil
 }
 
 // config builds the caller's configuration; the default signature names the input's
-// columns with the type Snowflake would send them as.
-func (f *clientFlags) config(target string, columns []string, argType string) (caller.Config, error) {
+// columns with their types, or the type Snowflake would send untyped values as.
+func (f *clientFlags) config(target string, columns []string, types []caller.ArgType, argType string) (caller.Config, error) {
 	if f.concurrency < 1 || f.batchRows < 1 {
-		return caller.Config{}, errors.New("--concurrency and the rows per batch must be at least 1")
+		return caller.Config{}, cli.Usagef("--concurrency and the rows per batch must be at least 1")
 	}
 	if f.timeout <= 0 || f.retryBudget < 0 {
-		return caller.Config{}, errors.New("--timeout must be positive and --retry-budget not negative")
+		return caller.Config{}, cli.Usagef("--timeout must be positive and --retry-budget not negative")
 	}
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return caller.Config{}, fmt.Errorf("%q is not an http or https URL", target)
+		return caller.Config{}, cli.Usagef("%q is not an http or https URL", target)
 	}
 	sig := f.signature
 	if sig == "" {
-		sig = signatureOf(columns, argType)
+		sig = signatureOf(columns, types, argType)
 	}
 	name := f.name
 	if name == "" {
@@ -180,6 +234,7 @@ func (f *clientFlags) config(target string, columns []string, argType string) (c
 		Compression:    caller.Compression(strings.ToLower(f.compression)),
 		Timeout:        f.timeout,
 		RetryBudget:    f.retryBudget,
+		WaitForService: f.waitForService,
 		MaxBatchRows:   f.batchRows,
 		Concurrency:    f.concurrency,
 	}, nil
@@ -187,16 +242,20 @@ func (f *clientFlags) config(target string, columns []string, argType string) (c
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
 
-// signatureOf declares one argument per column: (TEXT VARCHAR), or ARG1, ARG2, ... for
-// columns without a usable name.
-func signatureOf(columns []string, argType string) string {
+// signatureOf declares one argument per column, of its type in types or else of
+// argType: (TEXT VARCHAR), or ARG1, ARG2, ... for columns without a usable name.
+func signatureOf(columns []string, types []caller.ArgType, argType string) string {
 	args := make([]string, len(columns))
 	for i, c := range columns {
 		name := strings.ToUpper(c)
 		if !identifier.MatchString(c) {
 			name = "ARG" + strconv.Itoa(i+1)
 		}
-		args[i] = name + " " + argType
+		typ := argType
+		if i < len(types) {
+			typ = types[i].SQL
+		}
+		args[i] = name + " " + typ
 	}
 	return "(" + strings.Join(args, ", ") + ")"
 }
@@ -228,9 +287,9 @@ type inputFlags struct {
 }
 
 func (f *inputFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.file, "input", "", "read rows from `FILE` (- for standard input)")
-	fs.StringVar(&f.format, "format", "", "input format: lines, csv, tsv or jsonl (default: from the file's extension; lines for standard input)")
-	fs.StringVar(&f.columns, "columns", "", "comma-separated columns to send as the arguments, by name or 1-based position (default: all)")
+	fs.StringVar(&f.file, "input", "", "read rows from this file (- or empty: standard input)")
+	fs.StringVar(&f.format, "format", "", "input format: lines, csv, tsv or jsonl (empty: from the file's extension; lines for standard input)")
+	fs.StringVar(&f.columns, "columns", "", "comma-separated columns to send as the arguments, by name or 1-based position (empty: all)")
 	fs.BoolVar(&f.noHeaderRow, "no-header-row", false, "the CSV or TSV input has no header row; columns are named $1, $2, ...")
 }
 
@@ -253,8 +312,8 @@ func (f *inputFlags) open(stdin io.Reader) (r io.Reader, size int64, closeInput 
 	return file, size, func() { file.Close() }, nil
 }
 
-func (f *inputFlags) options() (caller.InputOptions, error) {
-	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow}
+func (f *inputFlags) options(batchRows int, types []caller.ArgType) (caller.InputOptions, error) {
+	opts := caller.InputOptions{Format: caller.FormatLines, NoHeaderRow: f.noHeaderRow, BatchRows: batchRows, Types: types}
 	if f.file != "" && f.file != "-" {
 		opts.Format = caller.FormatOf(f.file)
 	}
@@ -271,8 +330,8 @@ func (f *inputFlags) options() (caller.InputOptions, error) {
 	return opts, nil
 }
 
-func (f *inputFlags) reader(r io.Reader) (caller.RowReader, error) {
-	opts, err := f.options()
+func (f *inputFlags) reader(r io.Reader, batchRows int, types []caller.ArgType) (caller.RowReader, error) {
+	opts, err := f.options(batchRows, types)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +345,7 @@ func (f *inputFlags) reader(r io.Reader) (caller.RowReader, error) {
 // argType is the SQL type the input's values have: text from lines, CSV and TSV;
 // anything from JSON lines.
 func (f *inputFlags) argType() string {
-	if opts, err := f.options(); err == nil && opts.Format == caller.FormatJSONL {
+	if opts, err := f.options(0, nil); err == nil && opts.Format == caller.FormatJSONL {
 		return "VARIANT"
 	}
 	return "VARCHAR"
