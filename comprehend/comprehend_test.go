@@ -15,17 +15,18 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/comprehend"
+	"github.com/asyncfn/asyncfn/comprehend/comprehendtest"
 )
 
-// score is okScore as a row answers it: the sample's json.dumps(SentimentScore).
-const score = `{"Positive":0.9869875907897949,"Negative":0.0010949420975521207,"Neutral":0.008563132025301456,"Mixed":0.0033542951568961143}`
+// score is how a row answers the fake's scores by default.
+const score = comprehendtest.ScoreRow
 
 // TestBatchesOf25ByLanguage: texts go 25 to a call, grouped by language (the second
 // argument, any case, or the default for none or NULL); NULL and empty texts answer NULL
 // without being sent; every other row gets its scores.
 func TestBatchesOf25ByLanguage(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, nil)
+	f := comprehendtest.New(t, nil)
 	cfg := testConfig(f)
 	cfg.Concurrency = 1 // the calls in order, to compare them
 	fn := newFunction(t, cfg)
@@ -73,11 +74,11 @@ func TestBatchesOf25ByLanguage(t *testing.T) {
 	if wantRows := `{"data":[` + strings.Join(rows, ",") + `]}`; got != wantRows {
 		t.Errorf("rows\n%s\nwant\n%s", got, wantRows)
 	}
-	wantCalls := []request{
-		{"en", wantEN[:25]}, {"en", wantEN[25:50]}, {"en", wantEN[50:]},
-		{"es", wantES},
+	wantCalls := []comprehendtest.Request{
+		req("en", wantEN[:25]...), req("en", wantEN[25:50]...), req("en", wantEN[50:]...),
+		req("es", wantES...),
 	}
-	if sent := f.sent(); !reflect.DeepEqual(sent, wantCalls) {
+	if sent := f.Requests(); !reflect.DeepEqual(sent, wantCalls) {
 		t.Errorf("requests\n%q\nwant\n%q", sent, wantCalls)
 	}
 }
@@ -87,7 +88,7 @@ func TestBatchesOf25ByLanguage(t *testing.T) {
 // label is added, the shape of the sentiment function's rows.
 func TestAnswerShape(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, nil)
+	f := comprehendtest.New(t, nil)
 	got, err := call(t, newFunction(t, testConfig(f)), rowsOf(`"I love it"`))
 	if want := `{"data":[[0,` + score + `]]}`; err != nil || got != want {
 		t.Errorf("default: %s, %v; want %s", got, err, want)
@@ -109,24 +110,24 @@ func TestLongTexts(t *testing.T) {
 	euros := strings.Repeat("€", 2000)         // 6,000 bytes of 3-byte characters
 	args := []string{fmt.Sprintf("%q", exact), fmt.Sprintf("%q", splitsE), fmt.Sprintf("%q", euros)}
 
-	f := newFake(t, nil)
+	f := comprehendtest.New(t, nil)
 	got, err := call(t, newFunction(t, testConfig(f)), rowsOf(args...))
 	if want := `{"data":[[0,` + score + `],[1,` + score + `],[2,` + score + `]]}`; err != nil || got != want {
 		t.Errorf("truncate: %s, %v", got, err)
 	}
-	wantSent := []request{{"en", []string{exact, strings.Repeat("a", 4999), strings.Repeat("€", 1666)}}}
-	if sent := f.sent(); !reflect.DeepEqual(sent, wantSent) {
+	wantSent := []comprehendtest.Request{req("en", exact, strings.Repeat("a", 4999), strings.Repeat("€", 1666))}
+	if sent := f.Requests(); !reflect.DeepEqual(sent, wantSent) {
 		t.Errorf("truncate sent %d requests, texts of %v bytes", len(sent), textBytes(sent))
 	}
 
-	f = newFake(t, nil)
+	f = comprehendtest.New(t, nil)
 	cfg := testConfig(f)
 	cfg.LongText = comprehend.Fail
 	_, err = call(t, newFunction(t, cfg), rowsOf(args...))
 	if e := asyncfn.AsError(err); err == nil || e.Kind != asyncfn.InvalidInput || e.Message != "row 1's text is 5001 bytes, over Amazon Comprehend's limit of 5000; shorten it in SQL (LEFT) or let asyncfn truncate it." {
 		t.Errorf("fail: %v", err)
 	}
-	if n := len(f.sent()); n != 0 {
+	if n := len(f.Requests()); n != 0 {
 		t.Errorf("fail: %d requests sent", n)
 	}
 
@@ -135,12 +136,12 @@ func TestLongTexts(t *testing.T) {
 	if want := `{"data":[[0,` + score + `],[1,null],[2,null]]}`; err != nil || got != want {
 		t.Errorf("null: %s, %v", got, err)
 	}
-	if sent := f.sent(); !reflect.DeepEqual(sent, []request{{"en", []string{exact}}}) {
+	if sent := f.Requests(); !reflect.DeepEqual(sent, []comprehendtest.Request{req("en", exact)}) {
 		t.Errorf("null sent texts of %v bytes", textBytes(sent))
 	}
 }
 
-func textBytes(rs []request) [][]int {
+func textBytes(rs []comprehendtest.Request) [][]int {
 	var out [][]int
 	for _, r := range rs {
 		var n []int
@@ -157,30 +158,30 @@ func textBytes(rs []request) [][]int {
 // and the rows are answered once a retry succeeds.
 func TestThrottlingAnd5xxRetried(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, func(n int, r request, _ *http.Request) reply {
+	f := comprehendtest.New(t, func(n int, r comprehendtest.Request, _ *http.Request) comprehendtest.Reply {
 		switch n {
 		case 0:
-			return apiError(400, "ThrottlingException", "Rate exceeded")
+			return comprehendtest.APIError(400, "ThrottlingException", "Rate exceeded")
 		case 1:
-			return apiError(400, "TooManyRequestsException", "Rate exceeded")
+			return comprehendtest.APIError(400, "TooManyRequestsException", "Rate exceeded")
 		case 2:
-			return apiError(500, "InternalServerException", "Internal server error")
+			return comprehendtest.APIError(500, "InternalServerException", "Internal server error")
 		case 3:
-			return reply{503, `{"message":"Service Unavailable"}`}
+			return comprehendtest.Reply{Status: 503, Body: `{"message":"Service Unavailable"}`}
 		}
-		return ok(r)
+		return comprehendtest.OK(r)
 	})
 	fn := newFunction(t, testConfig(f))
 	got, err := call(t, fn, rowsOf(`"one"`, `"two"`))
 	if want := `{"data":[[0,` + score + `],[1,` + score + `]]}`; err != nil || got != want {
 		t.Fatalf("%s, %v", got, err)
 	}
-	sent := f.sent()
+	sent := f.Requests()
 	if len(sent) != 5 {
 		t.Fatalf("%d requests, want 5", len(sent))
 	}
 	for _, r := range sent {
-		if !reflect.DeepEqual(r, request{"en", []string{"one", "two"}}) {
+		if !reflect.DeepEqual(r, req("en", "one", "two")) {
 			t.Errorf("request %q", r)
 		}
 	}
@@ -195,8 +196,8 @@ func TestThrottlingAnd5xxRetried(t *testing.T) {
 // denied) fails it.
 func TestRetriesRunOut(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, func(int, request, *http.Request) reply {
-		return apiError(400, "ThrottlingException", "Rate exceeded")
+	f := comprehendtest.New(t, func(int, comprehendtest.Request, *http.Request) comprehendtest.Reply {
+		return comprehendtest.APIError(400, "ThrottlingException", "Rate exceeded")
 	})
 	cfg := testConfig(f)
 	cfg.MaxAttempts = 3
@@ -206,19 +207,19 @@ func TestRetriesRunOut(t *testing.T) {
 		e.Message != "Amazon Comprehend did not answer BatchDetectSentiment in 3 attempts; the last: 400 ThrottlingException Rate exceeded." {
 		t.Errorf("%#v", err)
 	}
-	if n := len(f.sent()); n != 3 {
+	if n := len(f.Requests()); n != 3 {
 		t.Errorf("%d requests, want 3", n)
 	}
 
-	f = newFake(t, func(int, request, *http.Request) reply {
-		return apiError(400, "AccessDeniedException", "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: comprehend:BatchDetectSentiment")
+	f = comprehendtest.New(t, func(int, comprehendtest.Request, *http.Request) comprehendtest.Reply {
+		return comprehendtest.APIError(400, "AccessDeniedException", "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: comprehend:BatchDetectSentiment")
 	})
 	_, err = call(t, newFunction(t, testConfig(f)), rowsOf(`"one"`))
 	if e := asyncfn.AsError(err); err == nil || e.Kind != asyncfn.Internal ||
 		e.Message != "Amazon Comprehend refused BatchDetectSentiment: 400 AccessDeniedException User: arn:aws:sts::1:assumed-role/x is not authorized to perform: comprehend:BatchDetectSentiment." {
 		t.Errorf("%#v", err)
 	}
-	if n := len(f.sent()); n != 1 {
+	if n := len(f.Requests()); n != 1 {
 		t.Errorf("access denied: %d requests, want 1", n)
 	}
 }
@@ -242,11 +243,11 @@ func TestErrorListRetriedAlone(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFake(t, func(n int, r request, _ *http.Request) reply {
+			f := comprehendtest.New(t, func(n int, r comprehendtest.Request, _ *http.Request) comprehendtest.Reply {
 				if n == 0 || tc.failAlone {
-					return withErrors(r, map[int]bool{1: n == 0, 0: n > 0})
+					return comprehendtest.WithErrors(r, map[int]bool{1: n == 0, 0: n > 0})
 				}
-				return ok(r)
+				return comprehendtest.OK(r)
 			})
 			cfg := testConfig(f)
 			cfg.RowErrors = tc.rowErrors
@@ -258,8 +259,8 @@ func TestErrorListRetriedAlone(t *testing.T) {
 			} else if err != nil || got != tc.want {
 				t.Errorf("%s, %v; want %s", got, err, tc.want)
 			}
-			want := []request{{"en", []string{"a", "b", "c"}}, {"en", []string{"b"}}}
-			if sent := f.sent(); !reflect.DeepEqual(sent, want) {
+			want := []comprehendtest.Request{req("en", "a", "b", "c"), req("en", "b")}
+			if sent := f.Requests(); !reflect.DeepEqual(sent, want) {
 				t.Errorf("requests %q, want %q", sent, want)
 			}
 		})
@@ -270,8 +271,8 @@ func TestErrorListRetriedAlone(t *testing.T) {
 // before any call.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, func(n int, r request, _ *http.Request) reply {
-		return apiError(400, "UnsupportedLanguageException", "Amazon Comprehend can't process the language in the input text.")
+	f := comprehendtest.New(t, func(n int, r comprehendtest.Request, _ *http.Request) comprehendtest.Reply {
+		return comprehendtest.APIError(400, "UnsupportedLanguageException", "Amazon Comprehend can't process the language in the input text.")
 	})
 	fn := newFunction(t, testConfig(f))
 	langs := "Amazon Comprehend detects sentiment in en, es, fr, de, it, pt, ar, hi, ja, ko, zh, zh-TW"
@@ -286,7 +287,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: %v\nwant %s", tc.args, err, tc.want)
 		}
 	}
-	if n := len(f.sent()); n != 0 {
+	if n := len(f.Requests()); n != 0 {
 		t.Errorf("%d requests sent for bad rows", n)
 	}
 	// A language Comprehend refuses although the SDK knows it.
@@ -307,7 +308,7 @@ func TestConcurrentCalls(t *testing.T) {
 	inFlight, most := 0, 0
 	released := make(chan struct{})
 	var releaseOnce sync.Once
-	f := newFake(t, func(n int, r request, h *http.Request) reply {
+	f := comprehendtest.New(t, func(n int, r comprehendtest.Request, h *http.Request) comprehendtest.Reply {
 		mu.Lock()
 		inFlight++
 		most = max(most, inFlight)
@@ -321,7 +322,7 @@ func TestConcurrentCalls(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Errorf("only %d calls in flight at once", most)
 		}
-		return ok(r)
+		return comprehendtest.OK(r)
 	})
 	cfg := testConfig(f)
 	cfg.Concurrency = concurrency
@@ -332,7 +333,7 @@ func TestConcurrentCalls(t *testing.T) {
 	if _, err := call(t, newFunction(t, cfg), rowsOf(args...)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.sent()); n != 6 {
+	if n := len(f.Requests()); n != 6 {
 		t.Errorf("%d calls, want 6", n)
 	}
 	if most != concurrency {
@@ -344,11 +345,11 @@ func TestConcurrentCalls(t *testing.T) {
 // whose context ends while a call hangs returns at once with the context's error.
 func TestSlowAnswer(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, func(n int, r request, h *http.Request) reply {
+	f := comprehendtest.New(t, func(n int, r comprehendtest.Request, h *http.Request) comprehendtest.Reply {
 		if n == 0 {
 			<-h.Context().Done() // until the client gives up
 		}
-		return ok(r)
+		return comprehendtest.OK(r)
 	})
 	cfg := testConfig(f)
 	cfg.CallTimeout = 200 * time.Millisecond
@@ -356,13 +357,13 @@ func TestSlowAnswer(t *testing.T) {
 	if want := `{"data":[[0,` + score + `]]}`; err != nil || got != want {
 		t.Errorf("%s, %v", got, err)
 	}
-	if n := len(f.sent()); n != 2 {
+	if n := len(f.Requests()); n != 2 {
 		t.Errorf("%d requests, want 2", n)
 	}
 
-	f = newFake(t, func(n int, r request, h *http.Request) reply {
+	f = comprehendtest.New(t, func(n int, r comprehendtest.Request, h *http.Request) comprehendtest.Reply {
 		<-h.Context().Done()
-		return ok(r)
+		return comprehendtest.OK(r)
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -376,7 +377,7 @@ func TestSlowAnswer(t *testing.T) {
 // least 3; texts not sent cost nothing.
 func TestBilledUnits(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, nil)
+	f := comprehendtest.New(t, nil)
 	fn := newFunction(t, testConfig(f))
 	rows := rowsOf(`"a"`, `null`, fmt.Sprintf("%q", strings.Repeat("b", 300)), fmt.Sprintf("%q", strings.Repeat("c", 301)),
 		fmt.Sprintf("%q", strings.Repeat("é", 1000)))
@@ -438,4 +439,8 @@ func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 		}
 	}
 	return out
+}
+
+func req(language string, texts ...string) comprehendtest.Request {
+	return comprehendtest.Request{LanguageCode: language, TextList: texts}
 }
