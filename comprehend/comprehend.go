@@ -288,6 +288,10 @@ func (f *Function) score(ctx context.Context, c call, out []any, stats *batchSta
 		return nil, callError(ctx, c.language, err)
 	}
 	f.calls.WithLabelValues("ok").Inc()
+	if len(resp.ResultList)+len(resp.ErrorList) != len(c.docs) {
+		return nil, failure(asyncfn.Internal, "Amazon Comprehend answered BatchDetectSentiment for %d texts with %d results and %d errors.",
+			len(c.docs), len(resp.ResultList), len(resp.ErrorList))
+	}
 	at := func(index *int32) (int, error) {
 		if index == nil || *index < 0 || int(*index) >= len(c.docs) {
 			return 0, failure(asyncfn.Internal, "Amazon Comprehend answered BatchDetectSentiment with an index outside the texts it was sent.")

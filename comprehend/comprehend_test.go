@@ -393,6 +393,42 @@ func TestBilledUnits(t *testing.T) {
 	}
 }
 
+// TestMalformedAnswer: an answer that does not account for every text sent, or names one
+// that was not, fails the batch rather than leaving rows NULL or panicking.
+func TestMalformedAnswer(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]string{
+		"a text missing":     `{"ResultList":[{"Index":0,"Sentiment":"POSITIVE","SentimentScore":` + comprehendtest.Score + `}],"ErrorList":[]}`,
+		"index out of range": `{"ResultList":[{"Index":0,"Sentiment":"POSITIVE","SentimentScore":` + comprehendtest.Score + `}],"ErrorList":[{"Index":7,"ErrorCode":"X","ErrorMessage":"x"}]}`,
+	} {
+		f := comprehendtest.New(t, func(int, comprehendtest.Request, *http.Request) comprehendtest.Reply {
+			return comprehendtest.Reply{Status: 200, Body: body}
+		})
+		_, err := call(t, newFunction(t, testConfig(f)), rowsOf(`"a"`, `"b"`))
+		if e := asyncfn.AsError(err); err == nil || e.Kind != asyncfn.Internal || !strings.HasPrefix(e.Message, "Amazon Comprehend answered BatchDetectSentiment") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// BenchmarkCall scores a batch of 4,096 texts of 200 characters through the fake: the
+// function's own cost per batch (planning, the SDK's encoding, signing and decoding).
+func BenchmarkCall(b *testing.B) {
+	f := comprehendtest.New(b, nil)
+	fn := newFunction(b, testConfig(f))
+	args := make([]string, 4096)
+	for i := range args {
+		args[i] = fmt.Sprintf("%q", strings.Repeat("x", 196)+fmt.Sprintf("%04d", i))
+	}
+	rows := rowsOf(args...)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fn.Call(context.Background(), rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	if err := comprehend.DefaultConfig().Validate(); err != nil {

@@ -25,7 +25,7 @@ func testConfig(f *comprehendtest.Server) comprehend.Config {
 	return cfg
 }
 
-func newFunction(t *testing.T, cfg comprehend.Config) *comprehend.Function {
+func newFunction(t testing.TB, cfg comprehend.Config) *comprehend.Function {
 	t.Helper()
 	fn, err := comprehend.New(context.Background(), cfg, slog.New(slog.NewTextHandler(t.Output(), nil)),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(comprehendtest.AccessKeyID, "secret", "")))
