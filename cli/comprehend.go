@@ -28,7 +28,7 @@ func (c *comprehendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cfg.Endpoint, "comprehend-endpoint", c.cfg.Endpoint, "URL replacing Amazon Comprehend's endpoint, such as a VPC endpoint (empty: AWS's)")
 	fs.StringVar(&c.cfg.Language, "comprehend-language", c.cfg.Language, "language of the texts of rows that do not give one as their second argument")
 	fs.IntVar(&c.cfg.Concurrency, "comprehend-concurrency", c.cfg.Concurrency, "BatchDetectSentiment calls of one batch in flight at once, 25 texts each")
-	fs.BoolVar(&c.cfg.Label, "comprehend-label", c.cfg.Label, `add the label to each row, {"Sentiment":"POSITIVE",...}, the shape of the sentiment function's rows (default: the SentimentScore alone, as the original sample)`)
+	fs.BoolVar(&c.cfg.Label, "comprehend-label", c.cfg.Label, `add the label to each row, {"Sentiment":"POSITIVE",...}, the shape of the sentiment function's rows, rather than the SentimentScore alone as in the original sample`)
 	fs.StringVar(&c.cfg.LongText, "comprehend-long-text", c.cfg.LongText, "a text over Comprehend's 5,000 bytes: truncate (at a character boundary), fail (the batch, naming the row) or null")
 	fs.StringVar(&c.cfg.RowErrors, "comprehend-row-errors", c.cfg.RowErrors, "a text Comprehend fails to score, also when sent again alone: fail (the batch) or null")
 	fs.IntVar(&c.cfg.MaxAttempts, "comprehend-max-attempts", c.cfg.MaxAttempts, "attempts of a call that is throttled, answered with a 5xx or timed out, before the batch is retried later")
