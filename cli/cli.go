@@ -71,6 +71,7 @@ type common struct {
 	attempts        int
 	backoff         time.Duration
 	log             logFlags
+	comprehend      comprehendFlags
 	observer        asyncfn.Observer // set by the command before newBackground
 }
 
@@ -84,6 +85,7 @@ func (c *common) register(fs *flag.FlagSet, workersDefault int) {
 	fs.IntVar(&c.attempts, "max-attempts", asyncfn.DefaultMaxAttempts, "attempts per batch (retryable errors and dead workers count), for functions that do not set their own")
 	fs.DurationVar(&c.backoff, "backoff", asyncfn.DefaultBackoff, "delay before a batch's first retry, doubled for each later one, for functions that do not set their own")
 	c.log.register(fs)
+	c.comprehend.register(fs)
 }
 
 // prepare turns the parsed flags of a server command into its logger, API keys and
@@ -95,6 +97,9 @@ func (c *common) prepare(prod *production, getenv func(string) string, stderr io
 	}
 	keys, err := prod.apiKeys(getenv)
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	if functions, err = c.comprehend.add(functions, logger); err != nil {
 		return nil, nil, nil, err
 	}
 	if functions, err = prod.limit(functions); err != nil {
@@ -208,6 +213,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	m, rec, store, obs := prod.observe(reg, store, true)
+	if err := c.comprehend.observe(m); err != nil {
+		return err
+	}
 	svcCfg.Observer, c.observer = obs, obs
 	routes, err := prod.routes(reg, m, rec, logger)
 	if err != nil {
@@ -303,6 +311,9 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer store.Close()
 	m, _, store, obs := prod.observe(reg, store, false)
+	if err := c.comprehend.observe(m); err != nil {
+		return err
+	}
 	c.observer = obs
 	metricsLn, err := prod.listenMetrics(keys)
 	if err != nil {

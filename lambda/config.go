@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/comprehend"
 	asyncfnhttp "github.com/asyncfn/asyncfn/http"
 )
 
@@ -74,6 +76,15 @@ type Config struct {
 	// LogLevel is the least severe level logged: debug, info, warn or error.
 	// ASYNCFN_LOG_LEVEL, default info.
 	LogLevel string
+
+	// Comprehend, when ASYNCFN_COMPREHEND is true, adds the function comprehend
+	// (sentiment by Amazon Comprehend) with these settings, read from the variables of
+	// `asyncfn serve --comprehend-*`: ASYNCFN_COMPREHEND_REGION, _ENDPOINT, _LANGUAGE,
+	// _CONCURRENCY, _LABEL, _LONG_TEXT, _ROW_ERRORS, _MAX_ATTEMPTS, _MAX_BACKOFF and
+	// _CALL_TIMEOUT (comprehend.Config documents them and their defaults). Default nil:
+	// off, since AWS bills every call; the SAM template's Comprehend parameter turns it
+	// on and grants the permission it needs.
+	Comprehend *comprehend.Config
 }
 
 // LoadConfig reads the configuration from the environment through getenv. Errors name the
@@ -138,6 +149,41 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	integer("ASYNCFN_MAX_ATTEMPTS", &maxAttempts)
 	duration("ASYNCFN_BACKOFF", &c.Backoff, false)
 	c.MaxQueued, c.MaxAttempts = int(maxQueued), int(maxAttempts)
+	if v := getenv("ASYNCFN_COMPREHEND"); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ASYNCFN_COMPREHEND=%q: use true or false", v))
+		}
+		if on {
+			cc := comprehend.DefaultConfig()
+			text := func(field string, s *string) {
+				if v := getenv(comprehendVar(field)); v != "" {
+					*s = v
+				}
+			}
+			concurrency, attempts := int64(cc.Concurrency), int64(cc.MaxAttempts)
+			text("region", &cc.Region)
+			text("endpoint", &cc.Endpoint)
+			text("language", &cc.Language)
+			integer(comprehendVar("concurrency"), &concurrency)
+			if v := getenv(comprehendVar("label")); v != "" {
+				if cc.Label, err = strconv.ParseBool(v); err != nil {
+					errs = append(errs, fmt.Errorf("%s=%q: use true or false", comprehendVar("label"), v))
+				}
+			}
+			text("long-text", &cc.LongText)
+			text("row-errors", &cc.RowErrors)
+			integer(comprehendVar("max-attempts"), &attempts)
+			duration(comprehendVar("max-backoff"), &cc.MaxBackoff, false)
+			duration(comprehendVar("call-timeout"), &cc.CallTimeout, false)
+			cc.Concurrency, cc.MaxAttempts = int(concurrency), int(attempts)
+			// Checked once every variable parsed, so as not to report one twice.
+			if err := cc.Validate(); err != nil && len(errs) == 0 {
+				errs = append(errs, comprehendError(err))
+			}
+			c.Comprehend = &cc
+		}
+	}
 	switch {
 	case c.Store == "":
 		errs = append(errs, errors.New("ASYNCFN_STORE is not set: give the DynamoDB table as dynamodb://TABLE"))
@@ -151,6 +197,20 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// comprehendVar is the environment variable of a comprehend.Config field, by the name
+// comprehend.FieldError gives it.
+func comprehendVar(field string) string {
+	return "ASYNCFN_COMPREHEND_" + strings.ToUpper(strings.ReplaceAll(field, "-", "_"))
+}
+
+// comprehendError names the variable of a *comprehend.FieldError.
+func comprehendError(err error) error {
+	if fe := (*comprehend.FieldError)(nil); errors.As(err, &fe) {
+		return fmt.Errorf("%s %s", comprehendVar(fe.Field), fe.Message)
+	}
+	return err
 }
 
 // Logger returns the logger the configuration asks for, writing to w.
@@ -170,10 +230,19 @@ func (c Config) Logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // New wires the function: the front end on store with a Dispatcher invoking the worker
-// function, and a worker pool for worker events. No background loop runs: Lambda freezes
+// function, and a worker pool for worker events, serving functions and comprehend when
+// cfg.Comprehend is set. Comprehend's calls and billed units are in each batch's log line,
+// as the Lambda exposes no metrics. No background loop runs: Lambda freezes
 // the process between invocations, so DynamoDB's TTL deletes what expires (and reads skip
 // it until then) and polls re-dispatch what stalls.
 func New(ctx context.Context, cfg Config, store asyncfn.Store, logger *slog.Logger, functions ...asyncfn.Function) (*Handler, error) {
+	if cfg.Comprehend != nil {
+		fn, err := comprehend.New(ctx, *cfg.Comprehend, logger)
+		if err != nil {
+			return nil, comprehendError(err)
+		}
+		functions = append(slices.Clip(functions), fn.Function())
+	}
 	fns := make([]asyncfn.Function, len(functions))
 	for i, f := range functions {
 		fns[i] = f.Defaulted(asyncfn.Function{Timeout: cfg.FunctionTimeout, MaxAttempts: cfg.MaxAttempts, Backoff: cfg.Backoff})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/comprehend"
+	"github.com/asyncfn/asyncfn/comprehend/comprehendtest"
 	"github.com/asyncfn/asyncfn/memory"
 	"github.com/asyncfn/asyncfn/sentiment"
 )
@@ -83,7 +86,12 @@ type stack struct {
 }
 
 func newStack(t *testing.T, functions ...asyncfn.Function) *stack {
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	return newStackEnv(t, nil, functions...)
+}
+
+// newStackEnv is newStack with more environment variables for LoadConfig.
+func newStackEnv(t *testing.T, extra map[string]string, functions ...asyncfn.Function) *stack {
+	t.Setenv("AWS_ACCESS_KEY_ID", comprehendtest.AccessKeyID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	t.Setenv("AWS_REGION", "us-east-1")
 	fake := newFakeLambda(t)
@@ -95,6 +103,7 @@ func newStack(t *testing.T, functions ...asyncfn.Function) *stack {
 		"ASYNCFN_STALLED":         "100ms",
 		"ASYNCFN_LOG_FORMAT":      "text",
 	}
+	maps.Copy(env, extra)
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
@@ -636,9 +645,59 @@ func TestLoadConfig(t *testing.T) {
 		{map[string]string{"ASYNCFN_MAX_QUEUED": "-1"}, "ASYNCFN_MAX_QUEUED"},
 		{map[string]string{"ASYNCFN_LOG_FORMAT": "xml"}, "ASYNCFN_LOG_FORMAT"},
 		{map[string]string{"ASYNCFN_LOG_LEVEL": "loud"}, "ASYNCFN_LOG_LEVEL"},
+		{map[string]string{"ASYNCFN_COMPREHEND": "yes"}, `ASYNCFN_COMPREHEND="yes": use true or false`},
+		{map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_LANGUAGE": "xx"}, `ASYNCFN_COMPREHEND_LANGUAGE "xx": Amazon Comprehend detects sentiment in en,`},
+		{map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_CONCURRENCY": "0"}, `ASYNCFN_COMPREHEND_CONCURRENCY="0": use a positive whole number`},
+		{map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_LONG_TEXT": "cut"}, `ASYNCFN_COMPREHEND_LONG_TEXT "cut": use truncate, fail or null`},
+		{map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_LABEL": "y"}, `ASYNCFN_COMPREHEND_LABEL="y": use true or false`},
+		{map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_CALL_TIMEOUT": "5"}, `ASYNCFN_COMPREHEND_CALL_TIMEOUT="5"`},
 	} {
 		if _, err := load(tc.env); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %s", tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestComprehendConfig: ASYNCFN_COMPREHEND turns the function on, with its settings from
+// the variables of serve's --comprehend-* flags and the defaults of the others.
+func TestComprehendConfig(t *testing.T) {
+	base := map[string]string{"ASYNCFN_STORE": "dynamodb://batches", "AWS_LAMBDA_FUNCTION_NAME": "self"}
+	for _, off := range []string{"", "false", "0"} {
+		base["ASYNCFN_COMPREHEND"] = off
+		if c, err := LoadConfig(func(k string) string { return base[k] }); err != nil || c.Comprehend != nil {
+			t.Errorf("ASYNCFN_COMPREHEND=%q: %+v, %v; want off", off, c.Comprehend, err)
+		}
+	}
+	env := map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_LANGUAGE": "de", "ASYNCFN_COMPREHEND_CONCURRENCY": "8",
+		"ASYNCFN_COMPREHEND_LABEL": "true", "ASYNCFN_COMPREHEND_ROW_ERRORS": "null", "ASYNCFN_COMPREHEND_MAX_BACKOFF": "5s"}
+	c, err := LoadConfig(func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return base[k]
+	})
+	want := comprehend.DefaultConfig()
+	want.Language, want.Concurrency, want.Label, want.RowErrors, want.MaxBackoff = "de", 8, true, comprehend.Null, 5*time.Second
+	if err != nil || c.Comprehend == nil || *c.Comprehend != want {
+		t.Errorf("%+v, %v\nwant %+v", c.Comprehend, err, want)
+	}
+}
+
+// TestComprehendOnLambda: with ASYNCFN_COMPREHEND the Lambda serves /comprehend, its worker
+// invocation calling Comprehend.
+func TestComprehendOnLambda(t *testing.T) {
+	fake := comprehendtest.New(t, nil)
+	s := newStackEnv(t, map[string]string{"ASYNCFN_COMPREHEND": "true", "ASYNCFN_COMPREHEND_ENDPOINT": fake.URL}, shippedFunctions()...)
+	header := batchHeader("q1:1:1:0:c")
+	kind := eventKinds[0]
+	if a := invoke(t, s.h, kind.build("POST", "/comprehend", header, []byte(`{"data":[[0,"I love it"],[1,null]]}`))); a.status != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", a.status, a.body)
+	}
+	a := invoke(t, s.h, kind.build("GET", "/comprehend", header, nil))
+	if want := `{"data":[[0,` + comprehendtest.ScoreRow + `],[1,null]]}`; a.status != http.StatusOK || a.body != want {
+		t.Errorf("GET: %d %s, want 200 %s", a.status, a.body, want)
+	}
+	if got := fake.Requests(); len(got) != 1 || got[0].LanguageCode != "en" || len(got[0].TextList) != 1 || got[0].TextList[0] != "I love it" {
+		t.Errorf("requests %q", got)
 	}
 }

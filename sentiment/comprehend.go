@@ -2,9 +2,10 @@ package sentiment
 
 import "math"
 
-// Comprehend is the shape of AWS Comprehend DetectSentiment's answer.
+// Comprehend is the shape of AWS Comprehend DetectSentiment's answer. Without Sentiment it
+// encodes as Comprehend's SentimentScore alone (package comprehend answers so by default).
 type Comprehend struct {
-	Sentiment string  `json:"Sentiment"` // POSITIVE, NEGATIVE, NEUTRAL or MIXED: the largest score
+	Sentiment string  `json:"Sentiment,omitempty"` // POSITIVE, NEGATIVE, NEUTRAL or MIXED: the largest score
 	Positive  float64 `json:"Positive"`
 	Negative  float64 `json:"Negative"`
 	Neutral   float64 `json:"Neutral"`

@@ -87,6 +87,8 @@ func TestTemplate(t *testing.T) {
 		{"FunctionRole", "- !Sub ${Batches.Arn}/index/*"},
 		{"SnowflakeRole", "sts:ExternalId: !Ref SnowflakeExternalId"},
 		{"SnowflakeRole", "Action: execute-api:Invoke"},
+		{"Function", "ASYNCFN_COMPREHEND: !Ref Comprehend"},
+		{"FunctionRole", comprehendStatement},
 	} {
 		if !strings.Contains(resource(t, tpl, tc.resource), tc.want) {
 			t.Errorf("resource %s of template.yaml lacks %q", tc.resource, tc.want)
@@ -95,13 +97,35 @@ func TestTemplate(t *testing.T) {
 	if !strings.Contains(tpl, "Architecture:\n    Type: String\n    Default: arm64\n") {
 		t.Error("template.yaml: the Architecture parameter does not default to arm64")
 	}
-	// Least privilege: no wildcard action and no policy on every resource.
-	for _, bad := range []string{"dynamodb:*", "lambda:*", `Resource: "*"`, "Resource: '*'", "Resource: *"} {
+	for _, want := range []string{
+		"  Comprehend:\n    Type: String\n    Default: \"false\"\n    AllowedValues: [\"false\", \"true\"]\n",
+		"  ComprehendEnabled: !Equals [!Ref Comprehend, \"true\"]\n",
+	} {
+		if !strings.Contains(tpl, want) {
+			t.Errorf("template.yaml lacks %q", want)
+		}
+	}
+	// Least privilege: no wildcard action and no policy on every resource, but for
+	// Comprehend's one action, which has no resource type, and only when it is enabled.
+	tpl = strings.Replace(tpl, comprehendStatement, "", 1)
+	for _, bad := range []string{"dynamodb:*", "lambda:*", "comprehend:*", "Action: comprehend", `Resource: "*"`, "Resource: '*'", "Resource: *"} {
 		if strings.Contains(tpl, bad) {
 			t.Errorf("template.yaml grants %s", bad)
 		}
 	}
 }
+
+// comprehendStatement is the FunctionRole's statement for the comprehend function: present
+// only under the condition that the Comprehend parameter sets.
+const comprehendStatement = `
+              - !If
+                - ComprehendEnabled
+                - Sid: Comprehend
+                  Effect: Allow
+                  Action: comprehend:BatchDetectSentiment
+                  Resource: "*"
+                - !Ref AWS::NoValue
+`
 
 // TestTemplateTableMatchesCreateTable checks the template's table against the one the store
 // creates (`asyncfn dynamodb create-table`): it captures CreateTable's request on a fake

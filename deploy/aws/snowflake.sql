@@ -34,6 +34,13 @@ CREATE OR REPLACE EXTERNAL FUNCTION echo(v VARIANT)
   MAX_BATCH_ROWS = 4096
   AS '{{API_URL}}echo';
 
+-- Only with the stack's Comprehend parameter true (AWS bills each text): the original sample's
+-- sentiment by Amazon Comprehend, in the default language or in the one given.
+-- CREATE OR REPLACE EXTERNAL FUNCTION comprehend(text VARCHAR)
+--   RETURNS VARIANT API_INTEGRATION = asyncfn_api MAX_BATCH_ROWS = 4096 AS '{{API_URL}}comprehend';
+-- CREATE OR REPLACE EXTERNAL FUNCTION comprehend(text VARCHAR, language VARCHAR)
+--   RETURNS VARIANT API_INTEGRATION = asyncfn_api MAX_BATCH_ROWS = 4096 AS '{{API_URL}}comprehend';
+
 -- A test: NEUTRAL, then POSITIVE with its scores.
 SELECT column1 AS text, sentiment(column1) AS sentiment
 FROM VALUES ('hello world'), ('I am happy');
