@@ -51,6 +51,11 @@ type Batch struct {
 	Digest string
 	// Rows is the number of rows in Payload.
 	Rows int
+	// Headers are the request's headers that the function may read (RequestHeader), by
+	// lower-case name: Snowflake's custom headers (sf-custom-*, the API key excepted) and
+	// context headers (sf-context-*), and the trace context (traceparent, tracestate).
+	// Nil if none. They are not part of Digest: a retried POST may differ in them.
+	Headers map[string]string
 
 	// Result is the response body ready to send, {"data": [[0, v0], ...]}, once Succeeded.
 	Result []byte

@@ -141,7 +141,8 @@ type Request struct {
 	Key     Key
 	QueryID string
 	Payload []byte
-	Rows    []Row // Payload parsed by ParseRows
+	Rows    []Row             // Payload parsed by ParseRows
+	Headers map[string]string // those kept for the function (KeepHeader), by lower-case name
 }
 
 // Admit decides before the body is read whether a POST for key may go on. Under overload
@@ -179,6 +180,7 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		Payload:     r.Payload,
 		Digest:      Digest(r.Payload),
 		Rows:        len(r.Rows),
+		Headers:     r.Headers,
 		MaxAttempts: fn.MaxAttempts,
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(s.cfg.Retention),

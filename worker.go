@@ -435,7 +435,7 @@ func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]b
 				done <- outcome{err: &Error{Kind: Internal, Message: fmt.Sprintf("the function %s panicked: %v.", fn.Name, r)}}
 			}
 		}()
-		values, err := fn.Func.Call(callCtx, rows)
+		values, err := fn.Func.Call(WithHeaders(callCtx, b.Headers), rows)
 		done <- outcome{values, err}
 	}()
 	var out outcome

@@ -56,14 +56,15 @@ func TestComprehendServe(t *testing.T) {
 }
 
 // TestComprehendWorker: a worker process with --comprehend runs the batches a front end
-// accepted for it.
+// accepted for it, in the language of the function's HEADERS (sf-custom-language), which
+// travels with the batch through the store.
 func TestComprehendWorker(t *testing.T) {
 	comprehendEnv(t)
 	fake := comprehendtest.New(t, nil)
 	store := filepath.Join(t.TempDir(), "a.db")
 	flags := []string{"--comprehend", "--comprehend-region", "us-east-1", "--comprehend-endpoint", fake.URL}
 	front := startServer(t, serverConfig{store: store, args: append([]string{"--workers", "0", "--sync-wait", "0", "--poll-wait", "0"}, flags...)})
-	if r := front.post("comprehend", "w1", rows("great")); r.Status != http.StatusAccepted {
+	if r := front.post("comprehend", "w1", rows("great"), "sf-custom-language", "de"); r.Status != http.StatusAccepted {
 		t.Fatalf("POST = %v", r)
 	}
 	if err := front.Stop(); err != nil { // one process at a time on a SQLite file
@@ -76,6 +77,9 @@ func TestComprehendWorker(t *testing.T) {
 	eventually(t, "the worker to call Comprehend", func() bool { return len(fake.Requests()) == 1 })
 	if err := w.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if sent := fake.Requests(); sent[0].LanguageCode != "de" {
+		t.Errorf("the worker called Comprehend in %q, want de from the sf-custom-language header", sent[0].LanguageCode)
 	}
 	s := startServer(t, serverConfig{store: store, args: append([]string{"--poll-wait", "0"}, flags...)})
 	checkOK(t, s.get("comprehend", "w1"), `{"data":[[0,`+comprehendtest.ScoreRow+`]]}`)

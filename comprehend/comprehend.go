@@ -137,7 +137,14 @@ type call struct {
 
 // Call implements asyncfn.Func.
 func (f *Function) Call(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
-	calls, err := f.plan(rows)
+	batchLanguage := language(f.cfg.Language)
+	if h := asyncfn.RequestHeader(ctx, "sf-custom-language"); h != "" {
+		// The function's HEADERS = ('language' = '...'): the default of this query.
+		if batchLanguage = language(h); batchLanguage == "" {
+			return nil, asyncfn.InvalidInputf("the function's language header asks for %q, which Amazon Comprehend has no sentiment model for; %s.", h, languageList())
+		}
+	}
+	calls, err := f.plan(rows, batchLanguage)
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +163,9 @@ func (f *Function) Call(ctx context.Context, rows []asyncfn.Row) ([]any, error) 
 	return out, nil
 }
 
-// plan reads the rows into calls: the texts to score grouped by language, in row order,
-// at most MaxTexts to a call.
-func (f *Function) plan(rows []asyncfn.Row) ([]call, error) {
+// plan reads the rows into calls: the texts to score grouped by language (that of their
+// second argument, else batchLanguage), in row order, at most MaxTexts to a call.
+func (f *Function) plan(rows []asyncfn.Row, batchLanguage types.LanguageCode) ([]call, error) {
 	byLanguage := map[types.LanguageCode][]doc{}
 	var order []types.LanguageCode
 	for i, r := range rows {
@@ -169,7 +176,7 @@ func (f *Function) plan(rows []asyncfn.Row) ([]call, error) {
 		if !ok {
 			return nil, asyncfn.InvalidInputf("comprehend takes the text as a string, but row %d's is not one; cast the column to VARCHAR.", r.Number)
 		}
-		lang := language(f.cfg.Language)
+		lang := batchLanguage
 		if len(r.Args) == 2 && string(r.Args[1]) != "null" {
 			s, ok := stringArg(r.Args[1])
 			if !ok {

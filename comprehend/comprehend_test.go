@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -479,4 +480,28 @@ func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 
 func req(language string, texts ...string) comprehendtest.Request {
 	return comprehendtest.Request{LanguageCode: language, TextList: texts}
+}
+
+// TestLanguageHeader: the function's HEADERS = ('language' = '...') sets the language of
+// rows that do not name one; a row's own language still wins; a language Comprehend has
+// no model for fails the batch naming it.
+func TestLanguageHeader(t *testing.T) {
+	t.Parallel()
+	f := comprehendtest.New(t, nil)
+	fn := newFunction(t, testConfig(f))
+	ctx := asyncfn.WithHeaders(t.Context(), map[string]string{"sf-custom-language": "ES"})
+	if _, err := fn.Call(ctx, rowsOf(`"hola"`, `"hello","en"`)); err != nil {
+		t.Fatal(err)
+	}
+	sent := f.Requests()
+	sort.Slice(sent, func(i, j int) bool { return sent[i].LanguageCode < sent[j].LanguageCode })
+	want := []comprehendtest.Request{{LanguageCode: "en", TextList: []string{"hello"}}, {LanguageCode: "es", TextList: []string{"hola"}}}
+	if !reflect.DeepEqual(sent, want) {
+		t.Errorf("requests %q, want %q", sent, want)
+	}
+	ctx = asyncfn.WithHeaders(t.Context(), map[string]string{"sf-custom-language": "xx"})
+	_, err := fn.Call(ctx, rowsOf(`"hola"`))
+	if e := asyncfn.AsError(err); err == nil || e.Kind != asyncfn.InvalidInput || !strings.Contains(e.Message, `"xx"`) {
+		t.Errorf("Call with language header xx = %v, want an invalid-input error naming it", err)
+	}
 }

@@ -39,9 +39,10 @@ const (
 	aFinishedAt  = "finished_at"
 	aDeliveredAt = "delivered_at"
 	aExpiresAt   = "expires_at"
-	aError       = "error" // a map {kind, message}
-	aQueue       = "queue" // set while queued or running: the sparse queue index
-	aData        = "data"  // a chunk's bytes
+	aError       = "error"   // a map {kind, message}
+	aHeaders     = "headers" // a map of strings, absent when none
+	aQueue       = "queue"   // set while queued or running: the sparse queue index
+	aData        = "data"    // a chunk's bytes
 	aPayload     = "payload"
 	aResult      = "result"
 	// A blob split over chunks is named by "<blob>_id" and "<blob>_chunks" in the meta item.
@@ -175,6 +176,13 @@ func metaItem(b *asyncfn.Batch) item {
 	if b.Error != nil {
 		it[aError] = errorValue(b.Error)
 	}
+	if len(b.Headers) > 0 {
+		h := item{}
+		for name, v := range b.Headers {
+			h[name] = str(v)
+		}
+		it[aHeaders] = &types.AttributeValueMemberM{Value: h}
+	}
 	if !b.State.Done() {
 		it[aQueue] = str(queueAll)
 	}
@@ -206,6 +214,12 @@ func decodeMeta(it item) (*asyncfn.Batch, error) {
 	}
 	if m, ok := it[aError].(*types.AttributeValueMemberM); ok {
 		b.Error = &asyncfn.Error{Kind: asyncfn.ErrorKind(getS(m.Value, "kind")), Message: getS(m.Value, "message")}
+	}
+	if m, ok := it[aHeaders].(*types.AttributeValueMemberM); ok {
+		b.Headers = make(map[string]string, len(m.Value))
+		for name := range m.Value {
+			b.Headers[name] = getS(m.Value, name)
+		}
 	}
 	return b, nil
 }

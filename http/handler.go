@@ -187,7 +187,12 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, key asyncfn.Key
 	if queryID == "" {
 		queryID = r.Header.Get(HeaderQueryID)
 	}
-	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows})
+	headers, err := keptHeaders(r.Header)
+	if err != nil {
+		h.writeError(w, r, err, key)
+		return
+	}
+	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows, Headers: headers})
 	if err != nil {
 		h.writeError(w, r, err, key)
 		return
@@ -202,6 +207,30 @@ func (h *handler) poll(w http.ResponseWriter, r *http.Request, key asyncfn.Key) 
 		return
 	}
 	h.writeBatch(w, r, b)
+}
+
+// maxKeptHeaderBytes bounds the headers kept with a batch: they are stored with it.
+const maxKeptHeaderBytes = 8 << 10
+
+// keptHeaders returns the request's headers kept for the function (asyncfn.KeepHeader),
+// by lower-case name, the first value of each; nil if none.
+func keptHeaders(header http.Header) (map[string]string, error) {
+	var kept map[string]string
+	size := 0
+	for name, values := range header {
+		name = strings.ToLower(name)
+		if !asyncfn.KeepHeader(name) || len(values) == 0 {
+			continue
+		}
+		if size += len(name) + len(values[0]); size > maxKeptHeaderBytes {
+			return nil, badRequest("the request's sf-custom- and sf-context- headers are over %s together; pass less in the function's HEADERS and CONTEXT_HEADERS.", formatBytes(maxKeptHeaderBytes))
+		}
+		if kept == nil {
+			kept = map[string]string{}
+		}
+		kept[name] = values[0]
+	}
+	return kept, nil
 }
 
 // writeBatch answers with a batch's state: 202 while unfinished, 200 with the rows, or

@@ -4,6 +4,7 @@ package memory
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -44,6 +45,7 @@ func clone(b *asyncfn.Batch, withPayload bool) *asyncfn.Batch {
 		e := *b.Error
 		c.Error = &e
 	}
+	c.Headers = maps.Clone(b.Headers)
 	return &c
 }
 

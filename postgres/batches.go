@@ -18,7 +18,7 @@ import (
 var columns = []string{
 	"function", "batch_id", "query_id", "state", "payload", "digest", "row_count", "result",
 	"error_kind", "error_message", "attempts", "max_attempts", "owner", "lease_until",
-	"run_after", "created_at", "started_at", "finished_at", "delivered_at", "expires_at",
+	"run_after", "created_at", "started_at", "finished_at", "delivered_at", "expires_at", "headers",
 }
 
 // selectList is the column list that scanBatch reads, each prefixed (a table alias), with
@@ -207,7 +207,16 @@ func batchArgs(b *asyncfn.Batch) []any {
 		b.Key.Function, b.Key.BatchID, b.QueryID, string(b.State), b.Payload, b.Digest, b.Rows, b.Result,
 		kind, message, b.Attempts, b.MaxAttempts, b.Owner, nullTime(b.LeaseUntil),
 		nullTime(b.RunAfter), b.CreatedAt, nullTime(b.StartedAt), nullTime(b.FinishedAt), nullTime(b.DeliveredAt), b.ExpiresAt,
+		headersArg(b.Headers),
 	}
+}
+
+// headersArg stores no headers as NULL.
+func headersArg(h map[string]string) any {
+	if len(h) == 0 {
+		return nil
+	}
+	return h
 }
 
 // scanBatch reads a row of selectList.
@@ -218,7 +227,7 @@ func scanBatch(row pgx.Row) (*asyncfn.Batch, error) {
 	var leaseUntil, runAfter, startedAt, finishedAt, deliveredAt *time.Time
 	err := row.Scan(&b.Key.Function, &b.Key.BatchID, &b.QueryID, &state, &b.Payload, &b.Digest, &b.Rows, &b.Result,
 		&kind, &message, &b.Attempts, &b.MaxAttempts, &b.Owner, &leaseUntil,
-		&runAfter, &b.CreatedAt, &startedAt, &finishedAt, &deliveredAt, &b.ExpiresAt)
+		&runAfter, &b.CreatedAt, &startedAt, &finishedAt, &deliveredAt, &b.ExpiresAt, &b.Headers)
 	if err != nil {
 		return nil, err
 	}

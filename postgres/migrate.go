@@ -86,11 +86,19 @@ func migrate(ctx context.Context, db beginner, schema string, log *slog.Logger) 
 	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+ident); err != nil {
 		return translate(err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	// Likewise: an up-to-date schema is opened without a write, so that a store opened on
+	// a server that is read-only now still opens, and answers 503 until it takes writes.
+	var tracked bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&tracked); err != nil {
 		return translate(err)
+	}
+	if !tracked {
+		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return translate(err)
+		}
 	}
 	rows, err := tx.Query(ctx, "SELECT version FROM schema_migrations")
 	if err != nil {

@@ -12,6 +12,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS batches (
 	finished_at   INTEGER NOT NULL DEFAULT 0,
 	delivered_at  INTEGER NOT NULL DEFAULT 0,
 	expires_at    INTEGER NOT NULL,
+	headers       TEXT    NOT NULL DEFAULT '', -- a JSON object, or empty for none
 	PRIMARY KEY (function, batch_id)
 );
 -- Claims and Stats look at few states; the sweeper at expiry times.
@@ -79,8 +81,13 @@ CREATE TABLE IF NOT EXISTS probe (
 	at  INTEGER NOT NULL,
 	pad BLOB
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 `
+
+// upgrades bring a file of an older schema version (the index) to the next one.
+var upgrades = []string{
+	1: `ALTER TABLE batches ADD COLUMN headers TEXT NOT NULL DEFAULT ''`,
+}
 
 // Open opens (creating if needed) the store in the file at path. It takes an exclusive
 // lock on the file for the life of the process, and expires the leases left by a previous
@@ -123,9 +130,15 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
 	}
 	var version int
-	if err := write.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > 1 {
+	if err := write.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > len(upgrades) {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: not a store of this version of asyncfn (schema version %d, %v)", path, version, err)
+	}
+	for v := max(version, 1); version > 0 && v < len(upgrades); v++ {
+		if _, err := write.ExecContext(ctx, upgrades[v]+fmt.Sprintf("; PRAGMA user_version = %d", v+1)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlite store %s: upgrading the schema to version %d: %w", path, v+1, err)
+		}
 	}
 	// A damaged file is found now, with its name, rather than by the first batch that
 	// touches the damaged page. quick_check reads every page once: about a second per
@@ -174,19 +187,25 @@ func quickCheck(ctx context.Context, db *sql.DB) error {
 // columns are read by scan in this order.
 const columns = `function, batch_id, query_id, state, digest, rows, error_kind, error_message,
 	attempts, max_attempts, owner, lease_until, run_after, created_at, started_at, finished_at,
-	delivered_at, expires_at`
+	delivered_at, expires_at, headers`
 
 // scan reads the columns, then the extra destinations (blobs joined in).
 func scan(row interface{ Scan(...any) error }, extra ...any) (*asyncfn.Batch, error) {
 	var b asyncfn.Batch
 	var kind, msg string
 	var lease, runAfter, created, started, finished, delivered, expires int64
+	var headers string
 	dest := []any{&b.Key.Function, &b.Key.BatchID, &b.QueryID, &b.State, &b.Digest, &b.Rows,
 		&kind, &msg, &b.Attempts, &b.MaxAttempts, &b.Owner, &lease, &runAfter, &created, &started,
-		&finished, &delivered, &expires}
+		&finished, &delivered, &expires, &headers}
 	dest = append(dest, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
+	}
+	if headers != "" {
+		if err := json.Unmarshal([]byte(headers), &b.Headers); err != nil {
+			return nil, fmt.Errorf("the headers of batch %v: %w", b.Key, err)
+		}
 	}
 	if kind != "" {
 		b.Error = &asyncfn.Error{Kind: asyncfn.ErrorKind(kind), Message: msg}
@@ -281,13 +300,21 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 			return s.translate(err)
 		}
 		kind, msg := errorColumns(b.Error)
+		headers := ""
+		if len(b.Headers) > 0 {
+			j, err := json.Marshal(b.Headers)
+			if err != nil {
+				return err
+			}
+			headers = string(j)
+		}
 		if _, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
 			digest, rows, error_kind, error_message, attempts, max_attempts, owner, lease_until, run_after,
-			created_at, started_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			created_at, started_at, expires_at, headers)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
 			b.Attempts, b.MaxAttempts, b.Owner, nanos(b.LeaseUntil), nanos(b.RunAfter),
-			nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt)); err != nil {
+			nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt), headers); err != nil {
 			return s.translate(err)
 		}
 		// A re-created expired key keeps nothing of the old batch: neither its result nor

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,7 @@ func Run(t *testing.T, newStore NewStore) {
 		fn   func(t *testing.T, s asyncfn.Store)
 	}{
 		{"CreateThenGet", testCreateThenGet},
+		{"Headers", testHeaders},
 		{"CreateDuplicate", testCreateDuplicate},
 		{"CreateConflict", testCreateConflict},
 		{"CreateConcurrentOnce", testCreateConcurrentOnce},
@@ -181,6 +183,25 @@ func testCreateThenGet(t *testing.T, s asyncfn.Store) {
 	noPayload, err := s.Get(ctx, b.Key, t0, false)
 	if err != nil || noPayload.Payload != nil || noPayload.Rows != 2 {
 		t.Fatalf("Get without payload = %+v, %v; want no payload", noPayload, err)
+	}
+	if got.Headers != nil {
+		t.Fatalf("batch created without headers has headers %v", got.Headers)
+	}
+}
+
+// testHeaders: the headers of a batch are kept as they were sent, and come back with
+// every read and with its claim, for the function.
+func testHeaders(t *testing.T, s asyncfn.Store) {
+	b := newBatch("echo", "headers", t0)
+	b.Headers = map[string]string{"sf-custom-language": "fr", "sf-context-current_user": "ALICE \"O'Hara\" ü",
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	mustCreate(t, s, b)
+	if got := mustGet(t, s, b.Key, t0); !maps.Equal(got.Headers, b.Headers) {
+		t.Fatalf("Get: headers %v, want %v", got.Headers, b.Headers)
+	}
+	claimed, err := s.Claim(ctx, claim("w", t0, 10))
+	if err != nil || len(claimed) != 1 || !maps.Equal(claimed[0].Headers, b.Headers) {
+		t.Fatalf("Claim = %+v, %v; want the batch with headers %v", claimed, err, b.Headers)
 	}
 }
 

@@ -1,0 +1,50 @@
+package asyncfn_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	asyncfnhttp "github.com/asyncfn/asyncfn/http"
+	"github.com/asyncfn/asyncfn/sqlite"
+)
+
+// TestRequestHeaders: the function reads the custom and context headers of the POST that
+// brought its batch, through the store, but never the API key.
+func TestRequestHeaders(t *testing.T) {
+	t.Parallel()
+	store, err := sqlite.Open(t.TempDir() + "/a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	headersOf := asyncfn.FuncOf(func(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+		out := make([]any, len(rows))
+		for i := range rows {
+			out[i] = strings.Join([]string{asyncfn.RequestHeader(ctx, "sf-custom-language"),
+				asyncfn.RequestHeader(ctx, "SF-Context-Current-User"), asyncfn.RequestHeader(ctx, "sf-custom-api-key")}, "|")
+		}
+		return out, nil
+	})
+	l := newLib(t, store, asyncfn.Function{Name: "h", Func: headersOf})
+	req, _ := http.NewRequest(http.MethodPost, l.srv.URL+"/h", strings.NewReader(`{"data":[[0,"x"]]}`))
+	req.Header.Set(asyncfnhttp.HeaderBatchID, "b")
+	req.Header.Set("sf-custom-language", "fr")
+	req.Header.Set("sf-context-current-user", "ALICE")
+	req.Header.Set("sf-custom-api-key", "secret-secret-secret")
+	resp, err := l.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST = %d", resp.StatusCode)
+	}
+	l.startPool(time.Minute, nil)
+	if status, body := l.pollFor("h", "b"); status != http.StatusOK || body != `{"data":[[0,"fr|ALICE|"]]}` {
+		t.Fatalf("GET = %d %s, want the language and user headers and no API key", status, body)
+	}
+}

@@ -1,0 +1,53 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"maps"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/sqlite"
+)
+
+// TestUpgradeFromVersion1: a file written by the previous schema (no headers column) is
+// upgraded when opened, keeping its batches, and then keeps headers.
+func TestUpgradeFromVersion1(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "asyncfn.db")
+	s, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "old"}, State: asyncfn.Queued, Payload: []byte(`{"data":[[0,1]]}`),
+		Digest: "d", Rows: 1, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := s.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`ALTER TABLE batches DROP COLUMN headers; PRAGMA user_version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = open(t, path)
+	if got, err := s.Get(ctx, old.Key, now, false); err != nil || got.Headers != nil {
+		t.Fatalf("the old batch after the upgrade = %+v, %v", got, err)
+	}
+	b := *old
+	b.Key.BatchID, b.Headers = "new", map[string]string{"sf-custom-x": "1"}
+	if _, err := s.Create(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, b.Key, now, false); err != nil || !maps.Equal(got.Headers, b.Headers) {
+		t.Fatalf("a new batch after the upgrade = %+v, %v; want headers %v", got, err, b.Headers)
+	}
+}
