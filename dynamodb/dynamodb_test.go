@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -30,7 +30,13 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // newStore opens a store on a table of its own, deleted when the test ends.
 func newStore(t *testing.T) *dynamodb.Store {
 	t.Helper()
-	s, err := dynamodb.Open(ctx, dyntest.Table(t))
+	return open(t, dyntest.Table(t))
+}
+
+// open opens a store on storeURL, closed when the test ends.
+func open(t *testing.T, storeURL string) *dynamodb.Store {
+	t.Helper()
+	s, err := dynamodb.Open(ctx, storeURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +47,41 @@ func newStore(t *testing.T) *dynamodb.Store {
 func TestConformance(t *testing.T) {
 	dyntest.Endpoint(t) // skips once rather than in every test of the suite
 	storetest.Run(t, func(t *testing.T) asyncfn.Store { return newStore(t) })
+}
+
+// TestShared opens two stores on one table, as two processes (or Lambda functions) do.
+func TestShared(t *testing.T) {
+	dyntest.Endpoint(t)
+	storetest.RunShared(t, func(t *testing.T) (a, b asyncfn.Store) {
+		table := dyntest.Table(t)
+		return open(t, table), open(t, table)
+	})
+}
+
+// TestUnreachable cuts the store off the server through a proxy.
+func TestUnreachable(t *testing.T) {
+	dyntest.Endpoint(t)
+	storetest.RunUnreachable(t, func(t *testing.T) (asyncfn.Store, func(), func()) {
+		table, err := url.Parse(dyntest.Table(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := table.Query()
+		server, err := url.Parse(q.Get("endpoint"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := storetest.StartProxy(t, server.Host)
+		server.Host = p.Addr()
+		q.Set("endpoint", server.String())
+		table.RawQuery = q.Encode()
+		restore := func() {
+			if err := p.Up(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return open(t, table.String()), p.Down, restore
+	})
 }
 
 // items returns every item of the store's table by sort key, read consistently.
@@ -392,20 +433,5 @@ func TestOpenURL(t *testing.T) {
 		if _, err := dynamodb.Open(ctx, bad); err == nil {
 			t.Errorf("Open(%q) succeeded, want an error", bad)
 		}
-	}
-}
-
-// A server that cannot be reached is ErrUnavailable, so that callers answer 503 and
-// Snowflake retries.
-func TestUnreachableIsUnavailable(t *testing.T) {
-	s, err := dynamodb.Open(ctx, "dynamodb://table?endpoint=http://127.0.0.1:1", config.WithRetryMaxAttempts(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, asyncfn.Key{Function: "echo", BatchID: "x"}, t0, false); !errors.Is(err, asyncfn.ErrUnavailable) {
-		t.Fatalf("Get from an unreachable server: %v, want ErrUnavailable", err)
-	}
-	if err := s.Ping(ctx); !errors.Is(err, asyncfn.ErrUnavailable) {
-		t.Fatalf("Ping of an unreachable server: %v, want ErrUnavailable", err)
 	}
 }

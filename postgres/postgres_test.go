@@ -31,6 +31,29 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// pair opens two stores on one schema, as two processes sharing the database do.
+func pair(t *testing.T) (a, b asyncfn.Store) {
+	dsn := pgtest.Schema(t)
+	return open(t, dsn), open(t, dsn)
+}
+
+func TestShared(t *testing.T) { storetest.RunShared(t, pair) }
+
+func TestNotifier(t *testing.T) { storetest.RunNotifier(t, pair) }
+
+// TestUnreachable cuts the store off the database through a proxy.
+func TestUnreachable(t *testing.T) {
+	storetest.RunUnreachable(t, func(t *testing.T) (asyncfn.Store, func(), func()) {
+		p, proxied := pgtest.StartProxy(t, pgtest.Schema(t))
+		restore := func() {
+			if err := p.Up(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return open(t, proxied), p.Down, restore
+	})
+}
+
 // open opens a store on dsn, closed when the test ends.
 func open(t testing.TB, dsn string) *postgres.Store {
 	t.Helper()
@@ -172,47 +195,6 @@ func TestOptionsSchemaWins(t *testing.T) {
 	}
 }
 
-func TestClaimAcrossStores(t *testing.T) {
-	dsn := pgtest.Schema(t)
-	stores := []*postgres.Store{open(t, dsn), open(t, dsn)}
-	const batches = 120
-	for i := range batches {
-		mustCreate(t, stores[0], newBatch("echo", fmt.Sprint("b", i), t0.Add(time.Duration(i)*time.Millisecond)))
-	}
-	var mu sync.Mutex
-	seen := map[string]string{}
-	var wg sync.WaitGroup
-	for i, s := range stores {
-		for w := range 3 {
-			owner := fmt.Sprintf("store%d-worker%d", i, w)
-			wg.Go(func() {
-				for {
-					got, err := s.Claim(ctx, claim(owner, t0.Add(time.Second), 4))
-					if err != nil {
-						t.Errorf("Claim: %v", err)
-						return
-					}
-					if len(got) == 0 {
-						return
-					}
-					mu.Lock()
-					for _, b := range got {
-						if prev, dup := seen[b.Key.BatchID]; dup {
-							t.Errorf("batch %s claimed by %s and %s", b.Key.BatchID, prev, owner)
-						}
-						seen[b.Key.BatchID] = owner
-					}
-					mu.Unlock()
-				}
-			})
-		}
-	}
-	wg.Wait()
-	if len(seen) != batches {
-		t.Fatalf("%d batches claimed, want %d", len(seen), batches)
-	}
-}
-
 // lockRow holds a row lock on the batch id until the test ends, as a slow transaction of
 // another process would.
 func lockRow(t *testing.T, dsn, id string) {
@@ -266,47 +248,6 @@ func TestSweepSkipsLockedRows(t *testing.T) {
 	}
 }
 
-func TestSweepAcrossStores(t *testing.T) {
-	dsn := pgtest.Schema(t)
-	stores := []*postgres.Store{open(t, dsn), open(t, dsn), open(t, dsn)}
-	const batches = 150
-	for i := range batches {
-		b := newBatch("echo", fmt.Sprint("s", i), t0)
-		b.ExpiresAt = t0.Add(time.Duration(i) * time.Millisecond)
-		mustCreate(t, stores[0], b)
-	}
-	mustCreate(t, stores[0], newBatch("echo", "live", t0))
-	var mu sync.Mutex
-	total := 0
-	var wg sync.WaitGroup
-	for _, s := range stores {
-		for range 2 {
-			wg.Go(func() {
-				for {
-					n, err := s.Sweep(ctx, t0.Add(time.Hour), 7)
-					if err != nil {
-						t.Errorf("Sweep: %v", err)
-						return
-					}
-					mu.Lock()
-					total += n
-					mu.Unlock()
-					if n == 0 {
-						return
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	if total != batches {
-		t.Fatalf("concurrent sweeps deleted %d, want %d", total, batches)
-	}
-	if _, err := stores[1].Get(ctx, asyncfn.Key{Function: "echo", BatchID: "live"}, t0.Add(time.Hour), false); err != nil {
-		t.Fatalf("the live batch after the sweeps: %v", err)
-	}
-}
-
 // terminate ends the server processes of the connections named appName, and waits for
 // them to exit; it returns how many there were.
 func terminate(t *testing.T, admin *pgx.Conn, appName, queryLike string) int {
@@ -357,247 +298,39 @@ func TestSurvivesTerminatedConnections(t *testing.T) {
 	mustCreate(t, s, newBatch("echo", "after", t0))
 }
 
-// listener collects the events of one Listen.
-type listener struct {
-	mu     sync.Mutex
-	events []asyncfn.Event
-	more   chan struct{}
-	done   chan error
-	cancel context.CancelFunc
-}
-
-func listen(t *testing.T, s *postgres.Store) *listener {
-	lctx, cancel := context.WithCancel(ctx)
-	l := &listener{more: make(chan struct{}, 1), done: make(chan error, 1), cancel: cancel}
-	go func() { l.done <- s.Listen(lctx, l.add) }()
-	t.Cleanup(func() {
-		cancel()
-		<-l.done
-	})
-	return l
-}
-
-func (l *listener) add(e asyncfn.Event) {
-	l.mu.Lock()
-	l.events = append(l.events, e)
-	l.mu.Unlock()
-	select {
-	case l.more <- struct{}{}:
-	default:
-	}
-}
-
-// reset forgets the events received so far.
-func (l *listener) reset() {
-	l.mu.Lock()
-	l.events = nil
-	l.mu.Unlock()
-}
-
-// await waits up to d for an event that matches, among all those received so far.
-func (l *listener) await(d time.Duration, match func(asyncfn.Event) bool) bool {
-	timeout := time.After(d)
-	for {
-		l.mu.Lock()
-		for _, e := range l.events {
-			if match(e) {
-				l.mu.Unlock()
-				return true
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.more:
-		case <-timeout:
-			return false
-		}
-	}
-}
-
-func (l *listener) mustAwait(t *testing.T, want asyncfn.Event) {
-	t.Helper()
-	if !l.await(10*time.Second, func(e asyncfn.Event) bool { return e == want }) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		t.Fatalf("no event %+v; received %+v", want, l.events)
-	}
-}
-
-// ready waits until l listens, creating batches with s until l hears of one: Listen has
-// no other way to tell that its LISTEN is in place.
-func (l *listener) ready(t *testing.T, s asyncfn.Store) {
-	t.Helper()
-	for i := range 100 {
-		mustCreate(t, s, newBatch("probe", fmt.Sprint(time.Now().UnixNano(), "-", i), t0))
-		if l.await(100*time.Millisecond, func(e asyncfn.Event) bool { return e.Key.Function == "probe" }) {
-			return
-		}
-	}
-	t.Fatal("Listen heard nothing")
-}
-
-func TestListen(t *testing.T) {
-	dsn := pgtest.Schema(t)
-	a, b := open(t, dsn), open(t, dsn)
-	l := listen(t, a)
-	l.ready(t, b)
-
-	key := asyncfn.Key{Function: "echo", BatchID: `odd "id"/ü`}
-	mustCreate(t, b, newBatch(key.Function, key.BatchID, t0))
-	l.mustAwait(t, asyncfn.Event{Key: key, State: asyncfn.Queued})
-
-	if _, err := b.ClaimKey(ctx, key, claim("w", t0, 1)); err != nil {
-		t.Fatal(err)
-	}
-	retry := asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, Retry: true, RunAfter: t0}
-	l.reset()
-	if err := b.Finish(ctx, key, "w", retry); err != nil {
-		t.Fatal(err)
-	}
-	l.mustAwait(t, asyncfn.Event{Key: key, State: asyncfn.Queued})
-
-	if _, err := b.ClaimKey(ctx, key, claim("w", t0, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Finish(ctx, key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,1]]}`)}); err != nil {
-		t.Fatal(err)
-	}
-	l.mustAwait(t, asyncfn.Event{Key: key, State: asyncfn.Succeeded})
-
-	failed := asyncfn.Key{Function: "echo", BatchID: "failed"}
-	mustCreate(t, b, newBatch(failed.Function, failed.BatchID, t0))
-	if _, err := b.ClaimKey(ctx, failed, claim("w", t0, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Finish(ctx, failed, "w", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "no."}}); err != nil {
-		t.Fatal(err)
-	}
-	l.mustAwait(t, asyncfn.Event{Key: failed, State: asyncfn.Failed})
-
-	// A worker that died on its last attempt: the claim that finds it fails it.
-	abandoned := newBatch("echo", "abandoned", t0)
-	abandoned.MaxAttempts = 1
-	mustCreate(t, b, abandoned)
-	if _, err := b.ClaimKey(ctx, abandoned.Key, claim("dies", t0, 1)); err != nil {
-		t.Fatal(err)
-	}
-	p := claim("w", t0.Add(time.Hour), 10)
-	p.Functions = []string{"echo"}
-	if got, err := b.Claim(ctx, p); err != nil || len(got) != 0 {
-		t.Fatalf("Claim = %d batches, %v; want none", len(got), err)
-	}
-	l.mustAwait(t, asyncfn.Event{Key: abandoned.Key, State: asyncfn.Failed})
-
-	// The listener's own store's changes too.
-	own := asyncfn.Key{Function: "echo", BatchID: "own"}
-	mustCreate(t, a, newBatch(own.Function, own.BatchID, t0))
-	l.mustAwait(t, asyncfn.Event{Key: own, State: asyncfn.Queued})
-
-	// A key too long for a NOTIFY payload: an event without a key.
-	mustCreate(t, b, newBatch("echo", strings.Repeat("long", 2000), t0))
-	l.mustAwait(t, asyncfn.Event{State: asyncfn.Queued})
-}
-
+// Stores on different schemas of one database hear only their own schema's events.
 func TestListenSchemasApart(t *testing.T) {
 	a, b := open(t, pgtest.Schema(t)), open(t, pgtest.Schema(t))
-	la, lb := listen(t, a), listen(t, b)
-	la.ready(t, a)
-	lb.ready(t, b)
+	la, lb := storetest.Listen(t, a), storetest.Listen(t, b)
+	la.Ready(t, a)
+	lb.Ready(t, b)
 	mustCreate(t, b, newBatch("echo", "in-b", t0))
-	lb.mustAwait(t, asyncfn.Event{Key: asyncfn.Key{Function: "echo", BatchID: "in-b"}, State: asyncfn.Queued})
+	lb.Await(t, asyncfn.Event{Key: asyncfn.Key{Function: "echo", BatchID: "in-b"}, State: asyncfn.Queued})
 	// Events of one transaction arrive in order, so by now la would have had it.
 	mustCreate(t, a, newBatch("echo", "in-a", t0))
-	la.mustAwait(t, asyncfn.Event{Key: asyncfn.Key{Function: "echo", BatchID: "in-a"}, State: asyncfn.Queued})
-	if la.await(0, func(e asyncfn.Event) bool { return e.Key.BatchID == "in-b" }) {
+	la.Await(t, asyncfn.Event{Key: asyncfn.Key{Function: "echo", BatchID: "in-a"}, State: asyncfn.Queued})
+	if la.Heard(func(e asyncfn.Event) bool { return e.Key.BatchID == "in-b" }) {
 		t.Fatal("a store heard the events of another schema")
 	}
 }
 
+// A listening connection the server terminates (an administrator, a failover) ends
+// Listen with ErrUnavailable, and the caller can listen again. (A connection cut on the
+// way is storetest.RunUnreachable's.)
 func TestListenTerminated(t *testing.T) {
 	dsn := pgtest.Schema(t)
 	appName := "asyncfn_test_" + schemaOf(t, dsn)
 	s := open(t, pgtest.Param(dsn, "application_name", appName))
-	l := listen(t, s)
-	l.ready(t, s)
+	l := storetest.Listen(t, s)
+	l.Ready(t, s)
 	if n := terminate(t, connect(t, dsn), appName, "LISTEN %"); n != 1 {
 		t.Fatalf("%d listening connections terminated, want 1", n)
 	}
-	select {
-	case err := <-l.done:
-		if !errors.Is(err, asyncfn.ErrUnavailable) {
-			t.Fatalf("Listen on a terminated connection returned %v, want ErrUnavailable", err)
-		}
-		l.done <- err // for the cleanup
-	case <-time.After(10 * time.Second):
-		t.Fatal("Listen did not return when its connection was terminated")
+	if err := l.Returned(t, 10*time.Second); !errors.Is(err, asyncfn.ErrUnavailable) {
+		t.Fatalf("Listen on a terminated connection returned %v, want ErrUnavailable", err)
 	}
 	// The caller listens again.
-	again := listen(t, s)
-	again.ready(t, s)
-}
-
-func TestListenStops(t *testing.T) {
-	s := open(t, pgtest.Schema(t))
-	l := listen(t, s)
-	l.ready(t, s)
-	l.cancel()
-	if err := <-l.done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Listen after its context was cancelled: %v, want context.Canceled", err)
-	}
-	l.done <- nil
-
-	l = listen(t, s)
-	l.ready(t, s)
-	s.Close()
-	select {
-	case err := <-l.done:
-		if !errors.Is(err, asyncfn.ErrClosed) {
-			t.Fatalf("Listen after Close: %v, want ErrClosed", err)
-		}
-		l.done <- err
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not end Listen")
-	}
-	if err := s.Listen(ctx, func(asyncfn.Event) {}); !errors.Is(err, asyncfn.ErrClosed) {
-		t.Fatalf("Listen on a closed store: %v, want ErrClosed", err)
-	}
-}
-
-func TestSurvivesOutage(t *testing.T) {
-	dsn := pgtest.Schema(t)
-	p, proxied := pgtest.StartProxy(t, dsn)
-	s := open(t, proxied)
-	key := asyncfn.Key{Function: "echo", BatchID: "before"}
-	mustCreate(t, s, newBatch(key.Function, key.BatchID, t0))
-
-	p.Down()
-	for i := range 3 {
-		if _, err := s.Get(ctx, key, t0, false); !errors.Is(err, asyncfn.ErrUnavailable) {
-			t.Fatalf("Get %d during the outage: %v, want ErrUnavailable", i, err)
-		} else {
-			t.Logf("Get %d during the outage: %v", i, err)
-		}
-	}
-	if err := s.Listen(ctx, func(asyncfn.Event) {}); !errors.Is(err, asyncfn.ErrUnavailable) {
-		t.Fatalf("Listen during the outage: %v, want ErrUnavailable", err)
-	}
-
-	if err := p.Up(); err != nil {
-		t.Fatal(err)
-	}
-	ok := 0
-	for i := 0; ok < 3; i++ {
-		if i == 20 {
-			t.Fatalf("no recovery after %d calls", i)
-		}
-		if _, err := s.Get(ctx, key, t0, false); err == nil {
-			ok++
-		} else if !errors.Is(err, asyncfn.ErrUnavailable) {
-			t.Fatalf("Get after the outage: %v, want ErrUnavailable or success", err)
-		}
-	}
-	l := listen(t, s)
-	l.ready(t, s)
+	storetest.Listen(t, s).Ready(t, s)
 }
 
 // The abandoned batches fail in SQL, with asyncfn.AbandonedError's words exactly, whether

@@ -9,6 +9,10 @@
 // checks. Tests run in parallel, each on a store of its own from newStore, which must
 // register its own cleanup (t.Cleanup) and may share one backend between stores as long
 // as they do not see each other's batches.
+//
+// Engines run the suites of shared.go that apply to them too: RunShared when several
+// processes may share the backend, RunNotifier when the engine implements asyncfn.Notifier,
+// RunUnreachable when the backend is reached over a network (Proxy cuts it off).
 package storetest
 
 import (
