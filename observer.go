@@ -143,16 +143,3 @@ func startInfo(b *Batch) RunInfo {
 		CreatedAt: b.CreatedAt, QueueWait: max(b.StartedAt.Sub(since), 0),
 	}
 }
-
-// finishOutcome is the outcome a recorded FinishParams stands for.
-func finishOutcome(p FinishParams) Outcome {
-	switch {
-	case p.Retry && p.Error == nil:
-		return OutcomeHandedBack
-	case p.Retry:
-		return OutcomeRetried
-	case p.Error != nil:
-		return OutcomeFailed
-	}
-	return OutcomeSucceeded
-}

@@ -367,7 +367,7 @@ func TestServiceHeldPoll(t *testing.T) {
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("Claim = %v, %v", claimed, err)
 	}
-	if err := store.Finish(ctx, key, "w", asyncfn.FinishParams{Now: time.Now(), Result: []byte(`{"data":[[0,1]]}`)}); err != nil {
+	if err := store.Finish(ctx, key, "w", asyncfn.Succeed(time.Now(), []byte(`{"data":[[0,1]]}`))); err != nil {
 		t.Fatal(err)
 	}
 	hub.Publish(asyncfn.Event{Key: key, State: asyncfn.Succeeded})

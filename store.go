@@ -59,10 +59,10 @@ type Store interface {
 	// ErrLeaseLost if owner does not hold it, whether or not it has expired meanwhile.
 	Extend(ctx context.Context, key Key, owner string, until time.Time) error
 
-	// Finish ends owner's attempt on a Running batch as p says: Succeeded with p.Result,
-	// Failed with p.Error, or back to Queued with p.Error as the last error and RunAfter
-	// p.RunAfter (a retry; State Queued). ErrLeaseLost if owner does not hold the lease,
-	// in which case nothing changes.
+	// Finish ends owner's attempt on a Running batch as p.Outcome says (see Finished):
+	// Succeeded with p.Result, Failed with p.Error, or back to Queued until p.RunAfter,
+	// retried (p.Error its last error) or handed back (the attempt not counted).
+	// ErrLeaseLost if owner does not hold the lease, in which case nothing changes.
 	Finish(ctx context.Context, key Key, owner string, p FinishParams) error
 
 	// MarkDelivered records that the final answer of a finished batch was served at now
@@ -99,15 +99,39 @@ type ClaimParams struct {
 	Functions []string
 }
 
-// FinishParams is the outcome of an attempt: exactly one of Result (success) or Error set;
-// Retry puts the batch back in the queue until RunAfter, with Error as its last error; Retry
-// without an Error hands back an attempt interrupted by shutdown, which then does not count.
+// FinishParams is the outcome of an attempt, made by Succeed, Fail, Retry or HandBack.
 type FinishParams struct {
-	Now      time.Time
-	Result   []byte
-	Error    *Error
-	Retry    bool
+	Now time.Time
+	// Outcome is OutcomeSucceeded, OutcomeFailed, OutcomeRetried or OutcomeHandedBack.
+	Outcome Outcome
+	// Result is the answer of a batch that succeeded.
+	Result []byte
+	// Error is why the batch failed, or the last error of a batch retried.
+	Error *Error
+	// RunAfter is when a batch retried or handed back may be claimed again.
 	RunAfter time.Time
+}
+
+// Succeed ends an attempt with the batch's answer.
+func Succeed(now time.Time, result []byte) FinishParams {
+	return FinishParams{Now: now, Outcome: OutcomeSucceeded, Result: result}
+}
+
+// Fail ends the batch with err.
+func Fail(now time.Time, err *Error) FinishParams {
+	return FinishParams{Now: now, Outcome: OutcomeFailed, Error: err}
+}
+
+// Retry puts the batch back in the queue until runAfter, with err as its last error; the
+// attempt counts.
+func Retry(now time.Time, err *Error, runAfter time.Time) FinishParams {
+	return FinishParams{Now: now, Outcome: OutcomeRetried, Error: err, RunAfter: runAfter}
+}
+
+// HandBack puts the batch back in the queue until runAfter after an attempt interrupted by
+// shutdown, which does not count; its last error stays.
+func HandBack(now, runAfter time.Time) FinishParams {
+	return FinishParams{Now: now, Outcome: OutcomeHandedBack, RunAfter: runAfter}
 }
 
 // Stats are counts of live batches by state.
@@ -167,16 +191,16 @@ func Finished(b *Batch, p FinishParams) *Batch {
 	next := *b
 	next.Owner = ""
 	next.LeaseUntil = time.Time{}
-	switch {
-	case p.Retry:
+	switch p.Outcome {
+	case OutcomeRetried:
 		next.State = Queued
 		next.RunAfter = p.RunAfter
-		if p.Error == nil {
-			next.Attempts-- // interrupted by shutdown: the attempt does not count
-		} else {
-			next.Error = p.Error
-		}
-	case p.Error != nil:
+		next.Error = p.Error
+	case OutcomeHandedBack:
+		next.State = Queued
+		next.RunAfter = p.RunAfter
+		next.Attempts-- // interrupted by shutdown: the attempt does not count
+	case OutcomeFailed:
 		next.State = Failed
 		next.Error = p.Error
 		next.FinishedAt = p.Now

@@ -365,23 +365,26 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	stopHeartbeat()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
-	finish := FinishParams{Now: p.now(), Result: result, Error: fail}
-	cause := context.Cause(runCtx)
+	now := p.now()
+	var finish FinishParams
 	switch {
-	case errors.Is(cause, ErrLeaseLost):
+	case errors.Is(context.Cause(runCtx), ErrLeaseLost):
 		log.Warn("lease lost while running; another worker owns the batch now")
 		p.obs.BatchFinished(info)
 		return
 	case ctx.Err() != nil && fail != nil:
-		finish = FinishParams{Now: p.now(), Retry: true, RunAfter: p.now()}
+		finish = HandBack(now, now)
 		log.Warn("shutting down: batch handed back to the queue")
-	case fail != nil && fail.Kind == Retryable && b.Attempts < b.MaxAttempts:
-		finish.Retry = true
-		finish.RunAfter = p.now().Add(fn.BackoffFor(b.Attempts + 1))
+	case fail == nil:
+		finish = Succeed(now, result)
+	case fail.Kind == Retryable && b.Attempts < b.MaxAttempts:
+		finish = Retry(now, fail, now.Add(fn.BackoffFor(b.Attempts+1)))
 		log.Warn("retryable error; batch requeued", "err", fail.Message, "retry_at", finish.RunAfter)
-	case fail != nil && fail.Kind == Retryable:
-		finish.Error = &Error{Kind: Internal, Message: fmt.Sprintf(
-			"the function %s failed %d times, the most allowed; the last error: %s", b.Key.Function, b.Attempts, fail.Message)}
+	case fail.Kind == Retryable:
+		finish = Fail(now, &Error{Kind: Internal, Message: fmt.Sprintf(
+			"the function %s failed %d times, the most allowed; the last error: %s", b.Key.Function, b.Attempts, fail.Message)})
+	default:
+		finish = Fail(now, fail)
 	}
 	// The outcome must be recorded even when shutdown has cancelled ctx.
 	storeCtx, cancelStore := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -391,12 +394,12 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 		p.obs.BatchFinished(info)
 		return
 	}
-	info.Outcome, info.Error = finishOutcome(finish), finish.Error
+	info.Outcome, info.Error = finish.Outcome, finish.Error
 	if info.Outcome.Final() {
 		info.Total = finish.Now.Sub(b.CreatedAt)
 	}
 	p.obs.BatchFinished(info) // before publishing, so a waiting client sees it counted
-	if finish.Retry {
+	if !finish.Outcome.Final() {
 		p.hub.Publish(Event{Key: b.Key, State: Queued})
 		return
 	}

@@ -275,22 +275,22 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 	}
 	u := &update{values: item{":running": stateValue(asyncfn.Running), ":owner": str(owner)}}
 	var result item // the chunks written, to delete if the lease turns out lost
-	switch {
-	case p.Retry:
+	switch p.Outcome {
+	case asyncfn.OutcomeRetried, asyncfn.OutcomeHandedBack:
 		u.Set(aState, stateValue(asyncfn.Queued))
 		if p.RunAfter.IsZero() {
 			u.Remove(aRunAfter)
 		} else {
 			u.Set(aRunAfter, nanos(p.RunAfter))
 		}
-		if p.Error == nil { // interrupted by shutdown: the attempt does not count
+		if p.Outcome == asyncfn.OutcomeHandedBack { // interrupted by shutdown: the attempt does not count
 			u.set = append(u.set, "#attempts = #attempts - :one")
 			u.values[":one"] = num(1)
 		} else {
 			u.Set(aError, errorValue(p.Error))
 		}
 		u.Remove(aOwner, aLeaseUntil)
-	case p.Error != nil:
+	case asyncfn.OutcomeFailed:
 		u.Set(aState, stateValue(asyncfn.Failed))
 		u.Set(aError, errorValue(p.Error))
 		u.Set(aFinishedAt, nanos(p.Now))

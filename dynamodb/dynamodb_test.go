@@ -203,7 +203,7 @@ func TestLargeBatchRoundTrip(t *testing.T) {
 	if !bytes.Equal(claimed.Payload, payload) {
 		t.Fatalf("claimed payload of %d bytes differs from the %d bytes created", len(claimed.Payload), len(payload))
 	}
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: result}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, result)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, b.Key, t0, true)
@@ -237,7 +237,7 @@ func TestRecreatedExpiredKey(t *testing.T) {
 	if _, err := s.ClaimKey(ctx, old.Key, claimParams("w", t0)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, old.Key, "w", asyncfn.FinishParams{Now: t0, Result: longTexts(3000, 150, "old result")}); err != nil {
+	if err := s.Finish(ctx, old.Key, "w", asyncfn.Succeed(t0, longTexts(3000, 150, "old result"))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -295,7 +295,7 @@ func TestClaimKeyRedelivered(t *testing.T) {
 	if wins != 1 || notClaimable != 1 {
 		t.Fatalf("two deliveries: %d wins, %d not claimable; want 1 and 1", wins, notClaimable)
 	}
-	if err := s.Finish(ctx, b.Key, "request-1", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,"x"]]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "request-1", asyncfn.Succeed(t0, []byte(`{"data":[[0,"x"]]}`))); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.ClaimKey(ctx, b.Key, claimParams("request-1", t0.Add(time.Hour)))
@@ -321,7 +321,7 @@ func TestTTLOnEveryItem(t *testing.T) {
 	if _, err := s.ClaimKey(ctx, b.Key, claimParams("w", t0)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: longTexts(2000, 150, "result")}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, longTexts(2000, 150, "result"))); err != nil {
 		t.Fatal(err)
 	}
 	all := items(t, s)

@@ -299,9 +299,9 @@ func TestFinishedStatuses(t *testing.T) {
 	f := newFront(t, nil, asyncfnhttp.Config{})
 	ctx := context.Background()
 	outcomes := map[string]asyncfn.FinishParams{
-		"ok":       {Result: []byte(`{"data":[[0,"r"]]}`)},
-		"invalid":  {Error: &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "row 0: not a date."}},
-		"internal": {Error: &asyncfn.Error{Kind: asyncfn.Internal, Message: "the function f panicked: x."}},
+		"ok":       asyncfn.Succeed(time.Time{}, []byte(`{"data":[[0,"r"]]}`)),
+		"invalid":  asyncfn.Fail(time.Time{}, &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "row 0: not a date."}),
+		"internal": asyncfn.Fail(time.Time{}, &asyncfn.Error{Kind: asyncfn.Internal, Message: "the function f panicked: x."}),
 	}
 	for id := range outcomes {
 		if r := f.post("echo", id, `{"data":[[0,1]]}`, nil); r.status != 202 {

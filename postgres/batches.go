@@ -58,7 +58,7 @@ var abandonedKind, abandonedFormat = func() (string, string) {
 // statements.
 type queries struct {
 	create, get, getPayload, claim, claimKey, abandonKey, extend            string
-	finishSucceeded, finishFailed, finishRetry, markDelivered, sweep, stats string
+	finishSucceeded, finishFailed, finishRetry, finishHandBack, markDelivered, sweep, stats string
 	countQueued, savePayload                                                string
 }
 
@@ -143,12 +143,13 @@ func newQueries(schema string) queries {
 				error_kind = $4, error_message = $5, finished_at = $6
 			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
 			RETURNING {notify}({ch}, 'failed', function, batch_id)`),
-		// Without an error, a retry hands back an interrupted attempt: it does not count
-		// and the last error stays.
 		finishRetry: r.Replace(`UPDATE {t} SET state = 'queued', owner = '', lease_until = NULL, run_after = $4,
-				attempts = attempts - CASE WHEN $5::text IS NULL THEN 1 ELSE 0 END,
-				error_kind = coalesce($5, error_kind),
-				error_message = CASE WHEN $5::text IS NULL THEN error_message ELSE $6 END
+				error_kind = $5, error_message = $6
+			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+			RETURNING {notify}({ch}, 'queued', function, batch_id)`),
+		// An attempt interrupted by shutdown does not count, and the last error stays.
+		finishHandBack: r.Replace(`UPDATE {t} SET state = 'queued', owner = '', lease_until = NULL, run_after = $4,
+				attempts = attempts - 1
 			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
 			RETURNING {notify}({ch}, 'queued', function, batch_id)`),
 		markDelivered: r.Replace(`WITH delivered AS (
@@ -341,12 +342,17 @@ func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until
 // changes nothing unless owner holds the lease.
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
 	kind, message := errorArgs(p.Error)
-	q, args := s.q.finishSucceeded, []any{p.Result, p.Now}
-	switch {
-	case p.Retry:
+	var q string
+	var args []any
+	switch p.Outcome {
+	case asyncfn.OutcomeRetried:
 		q, args = s.q.finishRetry, []any{nullTime(p.RunAfter), kind, message}
-	case p.Error != nil:
+	case asyncfn.OutcomeHandedBack:
+		q, args = s.q.finishHandBack, []any{nullTime(p.RunAfter)}
+	case asyncfn.OutcomeFailed:
 		q, args = s.q.finishFailed, []any{kind, message, p.Now}
+	default:
+		q, args = s.q.finishSucceeded, []any{p.Result, p.Now}
 	}
 	tag, err := s.pool.Exec(ctx, q, append([]any{key.Function, key.BatchID, owner}, args...)...)
 	if err != nil {

@@ -39,7 +39,7 @@ func BenchmarkClaimFinish(b *testing.B) {
 			}
 		}
 		key := got[0].Key
-		if err := s.Finish(ctx, key, owner, asyncfn.FinishParams{Now: now, Result: result}); err != nil {
+		if err := s.Finish(ctx, key, owner, asyncfn.Succeed(now, result)); err != nil {
 			return err
 		}
 		if done, err := s.Get(ctx, key, now, false); err != nil || done.State != asyncfn.Succeeded {

@@ -60,9 +60,9 @@ func put(t *testing.T, s asyncfn.Store, fn, id string, created, finished time.Ti
 	if _, err := s.ClaimKey(context.Background(), key, asyncfn.ClaimParams{Owner: "other process", Now: finished, Lease: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	p := asyncfn.FinishParams{Now: finished, Result: []byte(`{"data":[]}`)}
+	p := asyncfn.Succeed(finished, []byte(`{"data":[]}`))
 	if message != "" {
-		p = asyncfn.FinishParams{Now: finished, Error: &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: message}}
+		p = asyncfn.Fail(finished, &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: message})
 	}
 	if err := s.Finish(context.Background(), key, "other process", p); err != nil {
 		t.Fatal(err)

@@ -122,7 +122,7 @@ func (f *Faulty) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.B
 		return bs, err
 	}
 	for _, b := range bs {
-		if err := f.Store.Finish(ctx, b.Key, p.Owner, asyncfn.FinishParams{Now: p.Now, Retry: true, RunAfter: b.RunAfter}); err != nil {
+		if err := f.Store.Finish(ctx, b.Key, p.Owner, asyncfn.HandBack(p.Now, b.RunAfter)); err != nil {
 			return bs, err
 		}
 	}

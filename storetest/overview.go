@@ -41,9 +41,9 @@ func RunOverview(t *testing.T, newStore NewStore, partial bool) {
 func finishAt(t *testing.T, s asyncfn.Store, key asyncfn.Key, at time.Time, message string) {
 	t.Helper()
 	mustClaimKey(t, s, key, "w", at)
-	p := asyncfn.FinishParams{Now: at, Result: []byte(`{"data":[[0,1],[1,2]]}`)}
+	p := asyncfn.Succeed(at, []byte(`{"data":[[0,1],[1,2]]}`))
 	if message != "" {
-		p = asyncfn.FinishParams{Now: at, Error: &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: message}}
+		p = asyncfn.Fail(at, &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: message})
 	}
 	if err := s.Finish(ctx, key, "w", p); err != nil {
 		t.Fatalf("Finish(%v): %v", key, err)
@@ -158,8 +158,7 @@ func testOverviewFailures(t *testing.T, o asyncfn.Overviewer, partial bool) {
 	retried := newBatch("fn", "retried", t0)
 	mustCreate(t, s, retried)
 	mustClaimKey(t, s, retried.Key, "w", t0)
-	if err := s.Finish(ctx, retried.Key, "w", asyncfn.FinishParams{Now: now.Add(-time.Second), Retry: true, RunAfter: now.Add(time.Hour),
-		Error: &asyncfn.Error{Kind: asyncfn.Internal, Message: "try again"}}); err != nil {
+	if err := s.Finish(ctx, retried.Key, "w", asyncfn.Retry(now.Add(-time.Second), &asyncfn.Error{Kind: asyncfn.Internal, Message: "try again"}, now.Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
 	if partial {

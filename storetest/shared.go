@@ -65,13 +65,13 @@ func testSeenThroughTheOther(t *testing.T, a, b asyncfn.Store) {
 	}
 	_, err = a.ClaimKey(ctx, x.Key, claim("wa", t0.Add(time.Second), 1))
 	wantErr(t, "ClaimKey through one store of a batch leased through the other", err, asyncfn.ErrNotClaimable)
-	err = a.Finish(ctx, x.Key, "wa", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)})
+	err = a.Finish(ctx, x.Key, "wa", asyncfn.Succeed(t0, []byte(`{"data":[]}`)))
 	wantErr(t, "Finish by a worker of one store of a batch leased through the other", err, asyncfn.ErrLeaseLost)
 	if err := a.Extend(ctx, x.Key, "wb", t0.Add(time.Minute)); err != nil {
 		t.Fatalf("Extend of the owner's lease through the other store: %v", err)
 	}
 
-	retry := asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, Retry: true, RunAfter: t0.Add(time.Second)}
+	retry := asyncfn.Retry(t0, &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, t0.Add(time.Second))
 	if err := b.Finish(ctx, x.Key, "wb", retry); err != nil {
 		t.Fatalf("Finish (retry): %v", err)
 	}
@@ -84,7 +84,7 @@ func testSeenThroughTheOther(t *testing.T, a, b asyncfn.Store) {
 		t.Fatalf("Claim through the other store after the retry = %+v, %v; want the batch at attempt 2 with its payload", claimed, err)
 	}
 	result := []byte(`{"data":[[0,"one"],[1,"two"]]}`)
-	if err := a.Finish(ctx, x.Key, "wa", asyncfn.FinishParams{Now: t0.Add(3 * time.Second), Result: result}); err != nil {
+	if err := a.Finish(ctx, x.Key, "wa", asyncfn.Succeed(t0.Add(3 * time.Second), result)); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	got = mustGet(t, b, x.Key, t0.Add(3*time.Second))
@@ -305,14 +305,14 @@ func testListenHearsEveryStore(t *testing.T, n asyncfn.Notifier, a, b asyncfn.St
 
 	mustClaimKey(t, b, key, "w", t0)
 	l.Reset()
-	retry := asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, Retry: true, RunAfter: t0}
+	retry := asyncfn.Retry(t0, &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, t0)
 	if err := b.Finish(ctx, key, "w", retry); err != nil {
 		t.Fatalf("Finish (retry): %v", err)
 	}
 	l.Await(t, asyncfn.Event{Key: key, State: asyncfn.Queued})
 
 	mustClaimKey(t, b, key, "w", t0)
-	if err := b.Finish(ctx, key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,1]]}`)}); err != nil {
+	if err := b.Finish(ctx, key, "w", asyncfn.Succeed(t0, []byte(`{"data":[[0,1]]}`))); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	l.Await(t, asyncfn.Event{Key: key, State: asyncfn.Succeeded})
@@ -320,7 +320,7 @@ func testListenHearsEveryStore(t *testing.T, n asyncfn.Notifier, a, b asyncfn.St
 	failed := newBatch("echo", "failed", t0)
 	mustCreate(t, b, failed)
 	mustClaimKey(t, b, failed.Key, "w", t0)
-	if err := b.Finish(ctx, failed.Key, "w", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "no."}}); err != nil {
+	if err := b.Finish(ctx, failed.Key, "w", asyncfn.Fail(t0, &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "no."})); err != nil {
 		t.Fatalf("Finish (failed): %v", err)
 	}
 	l.Await(t, asyncfn.Event{Key: failed.Key, State: asyncfn.Failed})
@@ -583,7 +583,7 @@ func testUnreachableIsUnavailable(t *testing.T, s asyncfn.Store, cut, _ func()) 
 	}
 	mustClaimKey(t, s, running.Key, "w", t0)
 	mustClaimKey(t, s, done.Key, "w", t0)
-	if err := s.Finish(ctx, done.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, done.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	n, notifier := s.(asyncfn.Notifier)
@@ -618,7 +618,7 @@ func testUnreachableIsUnavailable(t *testing.T, s asyncfn.Store, cut, _ func()) 
 		"SavePayload": func(ctx context.Context) error { return s.SavePayload(ctx, queued.Key, t0, queued.Payload) },
 		"Extend":      func(ctx context.Context) error { return s.Extend(ctx, running.Key, "w", t0.Add(time.Minute)) },
 		"Finish": func(ctx context.Context) error {
-			return s.Finish(ctx, running.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)})
+			return s.Finish(ctx, running.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[]}`)))
 		},
 		"MarkDelivered": func(ctx context.Context) error { return s.MarkDelivered(ctx, done.Key, t0, t0.Add(time.Minute)) },
 		"Sweep": func(ctx context.Context) error {
@@ -701,7 +701,7 @@ func testUnreachableLosesNothing(t *testing.T, s asyncfn.Store, cut, restore fun
 			got.Attempts, got.Payload, queued.Payload)
 	}
 	retried(t, "Finish of a batch leased before the outage", func(ctx context.Context) error {
-		return s.Finish(ctx, running.Key, "w", asyncfn.FinishParams{Now: t0.Add(time.Second), Result: []byte(`{"data":[]}`)})
+		return s.Finish(ctx, running.Key, "w", asyncfn.Succeed(t0.Add(time.Second), []byte(`{"data":[]}`)))
 	})
 	wantState(t, get(running.Key), asyncfn.Succeeded)
 	if n, ok := s.(asyncfn.Notifier); ok {

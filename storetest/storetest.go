@@ -221,7 +221,7 @@ func testCreateDuplicate(t *testing.T, s asyncfn.Store) {
 	wantTime(t, "stored CreatedAt", mustGet(t, s, b.Key, t0).CreatedAt, t0)
 	// A duplicate of a finished batch returns its result.
 	mustClaimKey(t, s, b.Key, "w", t0)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,1],[1,2]]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[[0,1],[1,2]]}`))); err != nil {
 		t.Fatal(err)
 	}
 	old, err = s.Create(ctx, again)
@@ -361,7 +361,7 @@ func testRecreateClaimedWithoutPayload(t *testing.T, s asyncfn.Store) {
 	old.Digest, old.Rows, old.ExpiresAt = asyncfn.Digest(old.Payload), 1, t0.Add(time.Minute)
 	mustCreate(t, s, old)
 	mustClaimKey(t, s, old.Key, "w", t0)
-	if err := s.Finish(ctx, old.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[[0,"AAA"]]}`)}); err != nil {
+	if err := s.Finish(ctx, old.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[[0,"AAA"]]}`))); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 
@@ -498,7 +498,7 @@ func testClaimRespectsRunAfter(t *testing.T, s asyncfn.Store) {
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
 	retryAt := t0.Add(10 * time.Second)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, Retry: true, RunAfter: retryAt}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Retry(t0, &asyncfn.Error{Kind: asyncfn.Retryable, Message: "busy"}, retryAt)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Claim(ctx, claim("w", retryAt.Add(-time.Second), 10)); len(got) != 0 {
@@ -518,10 +518,10 @@ func testClaimSkipsLiveLeaseAndFinished(t *testing.T, s asyncfn.Store) {
 		mustCreate(t, s, b)
 		mustClaimKey(t, s, b.Key, "w1", t0)
 	}
-	if err := s.Finish(ctx, done.Key, "w1", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, done.Key, "w1", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, failed.Key, "w1", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Internal, Message: "x"}}); err != nil {
+	if err := s.Finish(ctx, failed.Key, "w1", asyncfn.Fail(t0, &asyncfn.Error{Kind: asyncfn.Internal, Message: "x"})); err != nil {
 		t.Fatal(err)
 	}
 	// At the lease's deadline the lease is still live; finished batches are never claimed.
@@ -640,14 +640,14 @@ func testClaimKeyNotClaimable(t *testing.T, s asyncfn.Store) {
 	_, err := s.ClaimKey(ctx, b.Key, claim("w2", t0.Add(time.Second), 1))
 	wantErr(t, "ClaimKey of a running batch", err, asyncfn.ErrNotClaimable)
 
-	if err := s.Finish(ctx, b.Key, "w1", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Retryable, Message: "later"}, Retry: true, RunAfter: t0.Add(time.Minute)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w1", asyncfn.Retry(t0, &asyncfn.Error{Kind: asyncfn.Retryable, Message: "later"}, t0.Add(time.Minute))); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.ClaimKey(ctx, b.Key, claim("w2", t0.Add(time.Second), 1))
 	wantErr(t, "ClaimKey before RunAfter", err, asyncfn.ErrNotClaimable)
 
 	mustClaimKey(t, s, b.Key, "w2", t0.Add(time.Minute))
-	if err := s.Finish(ctx, b.Key, "w2", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w2", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.ClaimKey(ctx, b.Key, claim("w3", t0.Add(time.Hour), 1))
@@ -726,7 +726,7 @@ func testExtendLeaseLost(t *testing.T, s asyncfn.Store) {
 	wantErr(t, "Extend by another owner", err, asyncfn.ErrLeaseLost)
 	err = s.Extend(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, "w1", t0)
 	wantErr(t, "Extend of an unknown batch", err, asyncfn.ErrLeaseLost)
-	if err := s.Finish(ctx, b.Key, "w1", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w1", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatal(err)
 	}
 	err = s.Extend(ctx, b.Key, "w1", t0.Add(time.Minute))
@@ -739,7 +739,7 @@ func testFinishSucceeded(t *testing.T, s asyncfn.Store) {
 	mustClaimKey(t, s, b.Key, "w", t0)
 	result := []byte(`{"data":[[0,"a"],[1,"b"]]}`)
 	done := t0.Add(3 * time.Second)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: done, Result: result}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(done, result)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, b.Key, done, false)
@@ -759,7 +759,7 @@ func testFinishFailed(t *testing.T, s asyncfn.Store) {
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
 	fail := &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "row 1: the argument must be a string."}
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Error: fail}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Fail(t0, fail)); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, b.Key, t0)
@@ -774,7 +774,7 @@ func testFinishRetry(t *testing.T, s asyncfn.Store) {
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
 	e := &asyncfn.Error{Kind: asyncfn.Retryable, Message: "throttled"}
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Error: e, Retry: true, RunAfter: t0.Add(time.Second)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Retry(t0, e, t0.Add(time.Second))); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, b.Key, t0)
@@ -791,7 +791,7 @@ func testFinishRelease(t *testing.T, s asyncfn.Store) {
 	b := newBatch("echo", "release", t0)
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Retry: true, RunAfter: t0}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.HandBack(t0, t0)); err != nil {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, b.Key, t0)
@@ -804,16 +804,16 @@ func testFinishRelease(t *testing.T, s asyncfn.Store) {
 func testFinishLeaseLost(t *testing.T, s asyncfn.Store) {
 	b := newBatch("echo", "notmine", t0)
 	mustCreate(t, s, b)
-	err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{}`)})
+	err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, []byte(`{}`)))
 	wantErr(t, "Finish of a queued batch", err, asyncfn.ErrLeaseLost)
 	mustClaimKey(t, s, b.Key, "w1", t0)
-	err = s.Finish(ctx, b.Key, "w2", asyncfn.FinishParams{Now: t0, Result: []byte(`{}`)})
+	err = s.Finish(ctx, b.Key, "w2", asyncfn.Succeed(t0, []byte(`{}`)))
 	wantErr(t, "Finish by another owner", err, asyncfn.ErrLeaseLost)
 	got := mustGet(t, s, b.Key, t0)
 	if got.State != asyncfn.Running || got.Owner != "w1" || got.Result != nil {
 		t.Fatalf("a refused Finish changed the batch: %+v", got)
 	}
-	err = s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, "w1", asyncfn.FinishParams{Now: t0, Result: []byte(`{}`)})
+	err = s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, "w1", asyncfn.Succeed(t0, []byte(`{}`)))
 	wantErr(t, "Finish of an unknown batch", err, asyncfn.ErrLeaseLost)
 }
 
@@ -823,9 +823,9 @@ func testFinishAfterReclaim(t *testing.T, s asyncfn.Store) {
 	mustClaimKey(t, s, b.Key, "slow", t0)
 	later := t0.Add(time.Minute)
 	mustClaimKey(t, s, b.Key, "fast", later)
-	err := s.Finish(ctx, b.Key, "slow", asyncfn.FinishParams{Now: later, Result: []byte(`{"data":"stale"}`)})
+	err := s.Finish(ctx, b.Key, "slow", asyncfn.Succeed(later, []byte(`{"data":"stale"}`)))
 	wantErr(t, "Finish by a worker whose lease expired and was taken", err, asyncfn.ErrLeaseLost)
-	if err := s.Finish(ctx, b.Key, "fast", asyncfn.FinishParams{Now: later, Result: []byte(`{"data":"fresh"}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "fast", asyncfn.Succeed(later, []byte(`{"data":"fresh"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, s, b.Key, later); string(got.Result) != `{"data":"fresh"}` || got.Attempts != 2 {
@@ -838,7 +838,7 @@ func testLargeResult(t *testing.T, s asyncfn.Store) {
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
 	result := bigBytes(asyncfn.MaxResultBytes)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: result}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, result)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, b.Key, t0, false)
@@ -854,7 +854,7 @@ func testMarkDelivered(t *testing.T, s asyncfn.Store) {
 	b := newBatch("echo", "served", t0)
 	mustCreate(t, s, b)
 	mustClaimKey(t, s, b.Key, "w", t0)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatal(err)
 	}
 	served := t0.Add(time.Second)
@@ -893,7 +893,7 @@ func testMarkDeliveredUnfinished(t *testing.T, s asyncfn.Store) {
 	wantTime(t, "ExpiresAt of an unfinished batch", got.ExpiresAt, b.ExpiresAt)
 	// A grace period later than the retention period does not extend it.
 	mustClaimKey(t, s, b.Key, "w", t0)
-	if err := s.Finish(ctx, b.Key, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{"data":[]}`)}); err != nil {
+	if err := s.Finish(ctx, b.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[]}`))); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.MarkDelivered(ctx, b.Key, t0, b.ExpiresAt.Add(time.Hour)); err != nil {
@@ -985,10 +985,10 @@ func testStats(t *testing.T, s asyncfn.Store) {
 	mustClaimKey(t, s, asyncfn.Key{Function: "echo", BatchID: "q0"}, "w", t0)
 	mustClaimKey(t, s, asyncfn.Key{Function: "echo", BatchID: "q1"}, "w", t0)
 	mustClaimKey(t, s, asyncfn.Key{Function: "echo", BatchID: "q2"}, "w", t0)
-	if err := s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "q1"}, "w", asyncfn.FinishParams{Now: t0, Result: []byte(`{}`)}); err != nil {
+	if err := s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "q1"}, "w", asyncfn.Succeed(t0, []byte(`{}`))); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "q2"}, "w", asyncfn.FinishParams{Now: t0, Error: &asyncfn.Error{Kind: asyncfn.Internal, Message: "x"}}); err != nil {
+	if err := s.Finish(ctx, asyncfn.Key{Function: "echo", BatchID: "q2"}, "w", asyncfn.Fail(t0, &asyncfn.Error{Kind: asyncfn.Internal, Message: "x"})); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.Stats(ctx, t0.Add(time.Minute))
