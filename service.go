@@ -143,15 +143,24 @@ type Request struct {
 	Payload []byte
 	Rows    []Row             // Payload parsed by ParseRows
 	Headers map[string]string // those kept for the function (KeepHeader), by lower-case name
+	// Function is the function at Key.Function, as Service.Function found it: looked up
+	// once per request by the transport. If unset, Accept looks it up.
+	Function Function
+}
+
+// Function returns the function served at name, or ErrUnknownFunction.
+func (s *Service) Function(name string) (Function, error) {
+	fn, ok := s.registry.Lookup(name)
+	if !ok {
+		return Function{}, ErrUnknownFunction
+	}
+	return fn, nil
 }
 
 // Admit decides before the body is read whether a POST for key may go on. Under overload
 // it returns ErrOverloaded, unless the batch already exists (a retried POST is answered
 // from its stored state).
 func (s *Service) Admit(ctx context.Context, key Key) error {
-	if _, ok := s.registry.Lookup(key.Function); !ok {
-		return ErrUnknownFunction
-	}
 	depth, err := s.queueDepth(ctx)
 	if err != nil || depth < s.cfg.MaxQueued {
 		return err
@@ -166,11 +175,19 @@ func (s *Service) Admit(ctx context.Context, key Key) error {
 
 // Accept stores a batch and hands it to the workers, or finds the one stored under its key.
 // It waits up to SyncWait for the batch to finish, and returns its state without the
-// payload. A batch id reused with another body returns ErrConflict.
+// payload. A batch id reused with another body returns ErrConflict; a function not served,
+// ErrUnknownFunction.
+//
+// A batch takes one of three paths: run at once by a free worker of this process (created
+// claimed, run from the rows in memory), queued for any worker, or found stored already
+// (a retried POST, answered from its state).
 func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
-	fn, ok := s.registry.Lookup(r.Key.Function)
-	if !ok {
-		return nil, ErrUnknownFunction
+	if r.Function.Func == nil {
+		fn, err := s.Function(r.Key.Function)
+		if err != nil {
+			return nil, err
+		}
+		r.Function = fn
 	}
 	now := s.now()
 	b := &Batch{
@@ -181,29 +198,24 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		Digest:      Digest(r.Payload),
 		Rows:        len(r.Rows),
 		Headers:     r.Headers,
-		MaxAttempts: fn.MaxAttempts,
+		MaxAttempts: r.Function.MaxAttempts,
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(s.cfg.Retention),
 	}
 	log := s.logger.With("function", r.Key.Function, "batch_id", r.Key.BatchID, "query_id", r.QueryID)
-	var local *Reservation
-	var done <-chan *Batch
 	deadline := time.Now().Add(s.cfg.SyncWait)
-	if s.cfg.Local != nil && s.cfg.SyncWait > 0 && s.cfg.Dispatcher == nil {
-		// Waiting here for a worker, rather than queueing, spares a busy process the
-		// queue's round trip through the store; past the budget, the batch is queued.
-		reserveCtx, cancel := context.WithDeadline(ctx, deadline)
-		local = s.cfg.Local.Reserve(reserveCtx, r.Key.Function)
-		cancel()
-		if local != nil {
-			local.Lease(b)
-			// The payload is written only if the batch is not answered within the
-			// budget: a batch answered 200 on its POST needs none stored.
-			b.Payload = nil
-			c, unsubscribe := s.hub.WaitDone(r.Key)
-			defer unsubscribe()
-			done = c
-		}
+	local := s.reserve(ctx, r.Key.Function, deadline)
+	if local != nil {
+		local.Lease(b)
+		// The payload is written only if the batch is not answered within the budget:
+		// a batch answered 200 on its POST needs none stored.
+		b.Payload = nil
+	}
+	var done <-chan *Batch
+	if local != nil {
+		c, unsubscribe := s.hub.WaitDone(r.Key) // before the batch can finish
+		defer unsubscribe()
+		done = c
 	}
 	old, err := s.store.Create(ctx, b)
 	if err != nil && local != nil {
@@ -213,55 +225,82 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	switch {
 	case err == nil && local != nil:
 		s.obs.BatchAccepted(info)
-		log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
-		running := *b
-		local.Run(b, r.Rows)
-		got, err := s.hold(ctx, &running, time.Until(deadline), done)
-		if err == nil && got.State.Done() {
-			return got, nil
-		}
-		// Not answered within the budget: the batch is stored whole before it is
-		// acknowledged, so that any worker can run it again if this process dies.
-		if serr := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); serr != nil {
-			log.Error("could not store the payload of a batch still running", "err", serr)
-			return nil, serr
-		}
-		return got, err
+		return s.runAtOnce(ctx, r, b, local, done, deadline, log)
 	case err == nil:
 		s.obs.BatchAccepted(info)
-		s.bumpDepth()
-		s.hub.Publish(Event{Key: r.Key, State: Queued})
-		log.Info("batch accepted", "rows", len(r.Rows), "bytes", len(r.Payload))
-		if d := s.cfg.Dispatcher; d != nil {
-			if err := d.Dispatch(ctx, r.Key); err != nil {
-				log.Error("could not start a worker for the batch", "err", err)
-				return nil, fmt.Errorf("%w: %v", ErrDispatch, err)
-			}
-		}
-		if s.cfg.SyncWait <= 0 {
-			b.Payload = nil
-			return b, nil
-		}
+		return s.queued(ctx, r, b, log)
 	case errors.Is(err, ErrDuplicate):
 		info.Duplicate = true
 		s.obs.BatchAccepted(info)
-		log.Info("batch already accepted; answering from its state", "state", old.State)
-		if !old.State.Done() {
-			// A process that died running the batch from memory may not have stored
-			// its payload; the retry brings it again.
-			if err := s.store.SavePayload(ctx, r.Key, now, r.Payload); err != nil && !errors.Is(err, ErrNotFound) {
-				return nil, err
-			}
-		}
-		if old.State.Done() || s.cfg.SyncWait <= 0 {
-			s.redispatchStalled(ctx, old)
-			return s.delivered(ctx, old), nil
-		}
+		return s.duplicate(ctx, r, old, now, log)
 	case errors.Is(err, ErrConflict):
 		log.Warn("batch id reused with a different body")
-		return nil, err
-	default:
-		return nil, err
+	}
+	return nil, err
+}
+
+// reserve holds a free worker of this process for a batch of function until deadline, if
+// the POST may wait for its answer and this process has workers that poll nothing else;
+// nil otherwise. Waiting here for a worker, rather than queueing, spares a busy process
+// the queue's round trip through the store; past the budget, the batch is queued.
+func (s *Service) reserve(ctx context.Context, function string, deadline time.Time) *reservation {
+	if s.cfg.Local == nil || s.cfg.SyncWait <= 0 || s.cfg.Dispatcher != nil {
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return s.cfg.Local.reserve(ctx, function)
+}
+
+// runAtOnce runs a batch created claimed on the reserved worker, and answers from its
+// result if it finishes by deadline; if not, its payload is stored before the 202, so
+// that any worker can run it again if this process dies.
+func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *reservation, done <-chan *Batch, deadline time.Time, log *slog.Logger) (*Batch, error) {
+	log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
+	running := *b
+	local.Run(b, r.Rows)
+	got, err := s.hold(ctx, &running, time.Until(deadline), done)
+	if err == nil && got.State.Done() {
+		return got, nil
+	}
+	if serr := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); serr != nil {
+		log.Error("could not store the payload of a batch still running", "err", serr)
+		return nil, serr
+	}
+	return got, err
+}
+
+// queued announces a batch stored Queued to the workers (and the dispatcher, if any), and
+// waits up to SyncWait for its answer.
+func (s *Service) queued(ctx context.Context, r Request, b *Batch, log *slog.Logger) (*Batch, error) {
+	s.bumpDepth()
+	s.hub.Publish(Event{Key: r.Key, State: Queued})
+	log.Info("batch accepted", "rows", len(r.Rows), "bytes", len(r.Payload))
+	if d := s.cfg.Dispatcher; d != nil {
+		if err := d.Dispatch(ctx, r.Key); err != nil {
+			log.Error("could not start a worker for the batch", "err", err)
+			return nil, fmt.Errorf("%w: %v", ErrDispatch, err)
+		}
+	}
+	if s.cfg.SyncWait <= 0 {
+		b.Payload = nil
+		return b, nil
+	}
+	return s.wait(ctx, r.Key, s.cfg.SyncWait)
+}
+
+// duplicate answers a retried POST from the stored batch old, storing the payload it
+// brings if old lacks one (its process died running it from memory).
+func (s *Service) duplicate(ctx context.Context, r Request, old *Batch, now time.Time, log *slog.Logger) (*Batch, error) {
+	log.Info("batch already accepted; answering from its state", "state", old.State)
+	if !old.State.Done() {
+		if err := s.store.SavePayload(ctx, r.Key, now, r.Payload); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	if old.State.Done() || s.cfg.SyncWait <= 0 {
+		s.redispatchStalled(ctx, old)
+		return s.delivered(ctx, old), nil
 	}
 	return s.wait(ctx, r.Key, s.cfg.SyncWait)
 }
@@ -269,8 +308,8 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 // Poll returns the state of a batch without its payload, holding the call up to PollWait
 // while it is unfinished. ErrNotFound if the batch is unknown or expired.
 func (s *Service) Poll(ctx context.Context, key Key) (*Batch, error) {
-	if _, ok := s.registry.Lookup(key.Function); !ok {
-		return nil, ErrUnknownFunction
+	if _, err := s.Function(key.Function); err != nil {
+		return nil, err
 	}
 	return s.wait(ctx, key, s.cfg.PollWait)
 }

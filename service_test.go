@@ -426,8 +426,8 @@ func TestServiceAdmit(t *testing.T) {
 	svc, _, _ := newService(t, func(c *asyncfn.ServiceConfig) { c.MaxQueued = 2 }, asyncfn.Function{Name: "f", Func: asyncfn.Echo})
 	ctx := context.Background()
 	key := func(id string) asyncfn.Key { return asyncfn.Key{Function: "f", BatchID: id} }
-	if err := svc.Admit(ctx, asyncfn.Key{Function: "nope", BatchID: "1"}); !errors.Is(err, asyncfn.ErrUnknownFunction) {
-		t.Errorf("Admit of an unknown function = %v", err)
+	if _, err := svc.Function("nope"); !errors.Is(err, asyncfn.ErrUnknownFunction) {
+		t.Errorf("Function of an unknown function = %v", err)
 	}
 	for _, id := range []string{"1", "2"} {
 		if err := svc.Admit(ctx, key(id)); err != nil {

@@ -93,7 +93,7 @@ type Pool struct {
 	runCtx    context.Context // cancelled when the shutdown deadline passes
 	cancelRun context.CancelFunc
 	stopOnce  sync.Once
-	// mu orders Reserve against Stop: no reservation is taken once Stop waits.
+	// mu orders reserve against Stop: no reservation is taken once Stop waits.
 	mu       sync.Mutex
 	stopping bool
 }
@@ -295,17 +295,17 @@ func (p *Pool) finish(ctx context.Context, key Key, fp FinishParams, log *slog.L
 	}
 }
 
-// Reservation is a worker slot held for a batch that the front end of this process is
+// reservation is a worker slot held for a batch that the front end of this process is
 // about to create claimed by the pool, so that it runs at once.
-type Reservation struct {
+type reservation struct {
 	pool     *Pool
 	function string
 }
 
-// Reserve holds a worker slot for a batch of function, waiting for one to be free until
+// reserve holds a worker slot for a batch of function, waiting for one to be free until
 // ctx is done; it returns nil then, or if the pool is stopping. The caller must Run or
 // Cancel the reservation.
-func (p *Pool) Reserve(ctx context.Context, function string) *Reservation {
+func (p *Pool) reserve(ctx context.Context, function string) *reservation {
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -326,17 +326,17 @@ func (p *Pool) Reserve(ctx context.Context, function string) *Reservation {
 		return nil
 	}
 	p.running.Add(1)
-	return &Reservation{pool: p, function: function}
+	return &reservation{pool: p, function: function}
 }
 
 // Lease marks b as claimed by the pool, as Claim would, for Store.Create.
-func (r *Reservation) Lease(b *Batch) {
+func (r *reservation) Lease(b *Batch) {
 	b.State, b.Owner, b.Attempts = Running, r.pool.cfg.ID, 1
 	b.StartedAt, b.LeaseUntil = b.CreatedAt, b.CreatedAt.Add(r.pool.cfg.Lease)
 }
 
 // Run runs the created batch on the reserved slot in the background, from its rows.
-func (r *Reservation) Run(b *Batch, rows []Row) {
+func (r *reservation) Run(b *Batch, rows []Row) {
 	go func() {
 		defer r.pool.release(r.function)
 		r.pool.run(r.pool.runCtx, b, rows)
@@ -344,7 +344,7 @@ func (r *Reservation) Run(b *Batch, rows []Row) {
 }
 
 // Cancel gives the slot back: the batch was not created.
-func (r *Reservation) Cancel() {
+func (r *reservation) Cancel() {
 	r.pool.release(r.function)
 	r.pool.running.Done()
 }

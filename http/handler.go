@@ -141,8 +141,9 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 			"method %s is not allowed; Snowflake sends a batch with POST and polls for its result with GET.", r.Method))
 		return
 	}
-	if _, ok := h.svc.Registry().Lookup(key.Function); !ok {
-		h.writeError(w, r, asyncfn.ErrUnknownFunction, key)
+	fn, err := h.svc.Function(key.Function)
+	if err != nil {
+		h.writeError(w, r, err, key)
 		return
 	}
 	switch {
@@ -155,13 +156,13 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		h.accept(w, r, key)
+		h.accept(w, r, fn, key)
 	} else {
 		h.poll(w, r, key)
 	}
 }
 
-func (h *handler) accept(w http.ResponseWriter, r *http.Request, key asyncfn.Key) {
+func (h *handler) accept(w http.ResponseWriter, r *http.Request, fn asyncfn.Function, key asyncfn.Key) {
 	// A body declared too large is refused as such whatever the queue holds: a retry
 	// could never succeed.
 	if r.ContentLength > h.cfg.MaxBodyBytes {
@@ -192,7 +193,7 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, key asyncfn.Key
 		h.writeError(w, r, err, key)
 		return
 	}
-	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows, Headers: headers})
+	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows, Headers: headers, Function: fn})
 	if err != nil {
 		h.writeError(w, r, err, key)
 		return
