@@ -57,9 +57,9 @@ var abandonedKind, abandonedFormat = func() (string, string) {
 // all, so that they do not depend on search_path and pgx can cache them as prepared
 // statements.
 type queries struct {
-	create, get, getPayload, claim, claimKey, abandonKey, extend            string
+	create, get, getPayload, claim, claimKey, abandonKey, extend                            string
 	finishSucceeded, finishFailed, finishRetry, finishHandBack, markDelivered, sweep, stats string
-	countQueued, savePayload                                                string
+	countQueued, savePayload                                                                string
 }
 
 func newQueries(schema string) queries {

@@ -84,7 +84,7 @@ func testSeenThroughTheOther(t *testing.T, a, b asyncfn.Store) {
 		t.Fatalf("Claim through the other store after the retry = %+v, %v; want the batch at attempt 2 with its payload", claimed, err)
 	}
 	result := []byte(`{"data":[[0,"one"],[1,"two"]]}`)
-	if err := a.Finish(ctx, x.Key, "wa", asyncfn.Succeed(t0.Add(3 * time.Second), result)); err != nil {
+	if err := a.Finish(ctx, x.Key, "wa", asyncfn.Succeed(t0.Add(3*time.Second), result)); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	got = mustGet(t, b, x.Key, t0.Add(3*time.Second))
