@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
 // MaxResultBytes is Snowflake's limit on the size of one batch's response.
@@ -30,7 +32,7 @@ func ParseRows(body []byte) ([]Row, error) {
 		}
 		return nil, InvalidInputf("the request body is not valid JSON: %s.", trimJSONError(err))
 	}
-	i := skipSpace(body, 0)
+	i := wire.SkipSpace(body, 0)
 	switch body[i] {
 	case 'n':
 		return nil, errNoData
@@ -39,21 +41,21 @@ func ParseRows(body []byte) ([]Row, error) {
 		return nil, InvalidInputf("the request body is not a JSON object of the form {\"data\": [[0, ...], ...]}.")
 	}
 	data := -1 // offset of the last "data" value
-	for i = skipSpace(body, i+1); body[i] != '}'; {
-		keyEnd := skipValue(body, i)
+	for i = wire.SkipSpace(body, i+1); body[i] != '}'; {
+		keyEnd := wire.SkipValue(body, i)
 		key := body[i+1 : keyEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var k string
 			_ = json.Unmarshal(body[i:keyEnd], &k) // valid: checked above
 			key = []byte(k)
 		}
-		i = skipSpace(body, skipSpace(body, keyEnd)+1) // past the colon
+		i = wire.SkipSpace(body, wire.SkipSpace(body, keyEnd)+1) // past the colon
 		if bytes.EqualFold(key, []byte("data")) {
 			data = i
 		}
-		i = skipSpace(body, skipValue(body, i))
+		i = wire.SkipSpace(body, wire.SkipValue(body, i))
 		if body[i] == ',' {
-			i = skipSpace(body, i+1)
+			i = wire.SkipSpace(body, i+1)
 		}
 	}
 	switch {
@@ -65,13 +67,13 @@ func ParseRows(body []byte) ([]Row, error) {
 	var rows []Row
 	var args []json.RawMessage
 	var bounds []int // end of each row's arguments in args
-	for i = skipSpace(body, data+1); body[i] != ']'; {
+	for i = wire.SkipSpace(body, data+1); body[i] != ']'; {
 		n := len(rows)
-		if body[i] != '[' || body[skipSpace(body, i+1)] == ']' {
+		if body[i] != '[' || body[wire.SkipSpace(body, i+1)] == ']' {
 			return nil, InvalidInputf("row %d of the request is not an array starting with its row number.", n)
 		}
-		i = skipSpace(body, i+1)
-		end := skipValue(body, i)
+		i = wire.SkipSpace(body, i+1)
+		end := wire.SkipValue(body, i)
 		number, ok := atoi(body[i:end])
 		if !ok {
 			return nil, InvalidInputf("row %d of the request does not start with its row number; rows must be numbered 0, 1, 2, ... in order.", n)
@@ -79,17 +81,17 @@ func ParseRows(body []byte) ([]Row, error) {
 		if number != n {
 			return nil, InvalidInputf("row %d of the request is numbered %d; rows must be numbered 0, 1, 2, ... in order.", n, number)
 		}
-		for i = skipSpace(body, end); body[i] == ','; {
-			start := skipSpace(body, i+1)
-			i = skipValue(body, start)
+		for i = wire.SkipSpace(body, end); body[i] == ','; {
+			start := wire.SkipSpace(body, i+1)
+			i = wire.SkipValue(body, start)
 			args = append(args, body[start:i])
-			i = skipSpace(body, i)
+			i = wire.SkipSpace(body, i)
 		}
 		rows = append(rows, Row{Number: number})
 		bounds = append(bounds, len(args))
-		i = skipSpace(body, i+1) // past the row's ']'
+		i = wire.SkipSpace(body, i+1) // past the row's ']'
 		if body[i] == ',' {
-			i = skipSpace(body, i+1)
+			i = wire.SkipSpace(body, i+1)
 		}
 	}
 	start := 0
@@ -126,48 +128,6 @@ func isArgOf(v json.RawMessage, r Row) bool {
 		}
 	}
 	return false
-}
-
-// skipSpace returns the offset of the first byte at or after i that is not JSON space.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the offset just past the JSON value starting at i, in a document
-// already known to be valid.
-func skipValue(b []byte, i int) int {
-	depth := 0
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			for i++; b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
-				}
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-			if depth < 0 { // a scalar ended by its container
-				return i
-			}
-		case ',', ' ', '\t', '\n', '\r', ':':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
 }
 
 // atoi parses a JSON number token as strconv.Atoi would, without allocating.

@@ -11,14 +11,34 @@ import (
 // (CONTEXT_HEADERS, as sf-context-NAME), and the W3C trace context.
 func KeepHeader(name string) bool {
 	switch {
-	case name == "sf-custom-api-key":
+	case name == HeaderAPIKey:
 		return false
-	case strings.HasPrefix(name, "sf-custom-"), strings.HasPrefix(name, "sf-context-"),
+	case strings.HasPrefix(name, HeaderCustomPrefix), strings.HasPrefix(name, HeaderContextPrefix),
 		name == "traceparent", name == "tracestate":
 		return true
 	}
 	return false
 }
+
+// Snowflake's request headers, by their lower-case names, as they arrive through its
+// proxies (net/http's Header.Get finds them in any case).
+const (
+	// HeaderBatchID names the batch: the same on every retry of a POST and on its polls.
+	HeaderBatchID        = "sf-external-function-query-batch-id"
+	HeaderCurrentQueryID = "sf-external-function-current-query-id"
+	HeaderQueryID        = "sf-external-function-query-id"
+	HeaderFormat         = "sf-external-function-format"
+	HeaderFormatVersion  = "sf-external-function-format-version"
+	HeaderName           = "sf-external-function-name"
+	HeaderSignature      = "sf-external-function-signature"
+	HeaderReturnType     = "sf-external-function-return-type"
+	// HeaderCustomPrefix starts each of the function's HEADERS, HeaderContextPrefix each
+	// of its CONTEXT_HEADERS.
+	HeaderCustomPrefix  = "sf-custom-"
+	HeaderContextPrefix = "sf-context-"
+	// HeaderAPIKey is how Snowflake sends the function's HEADERS = ('api-key' = '...').
+	HeaderAPIKey = HeaderCustomPrefix + "api-key"
+)
 
 type headersKey struct{}
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asyncfn/asyncfn"
-	asyncfnhttp "github.com/asyncfn/asyncfn/http"
 	"github.com/asyncfn/asyncfn/sqlite"
 )
 
@@ -31,7 +30,7 @@ func TestRequestHeaders(t *testing.T) {
 	})
 	l := newLib(t, store, asyncfn.Function{Name: "h", Func: headersOf})
 	req, _ := http.NewRequest(http.MethodPost, l.srv.URL+"/h", strings.NewReader(`{"data":[[0,"x"]]}`))
-	req.Header.Set(asyncfnhttp.HeaderBatchID, "b")
+	req.Header.Set(asyncfn.HeaderBatchID, "b")
 	req.Header.Set("sf-custom-language", "fr")
 	req.Header.Set("sf-context-current-user", "ALICE")
 	req.Header.Set("sf-custom-api-key", "secret-secret-secret")

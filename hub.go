@@ -5,25 +5,27 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
-// Hub carries batch events between the parts of one process: the front end tells its
+// hub carries batch events between the parts of one process: the front end tells its
 // workers that a batch is queued, and workers tell held polls that a batch is done. When
-// the store is a Notifier, Relay feeds it the events of other processes too. Events are
+// the store is a Notifier, the relay feeds it the events of other processes too. Events are
 // hints: whoever receives one re-reads the store.
-type Hub struct {
+type hub struct {
 	mu      sync.Mutex
 	done    map[Key][]chan *Batch
 	queuedC []chan struct{}
 }
 
-// NewHub returns an empty hub.
-func NewHub() *Hub {
-	return &Hub{done: map[Key][]chan *Batch{}}
+// newHub returns an empty hub.
+func newHub() *hub {
+	return &hub{done: map[Key][]chan *Batch{}}
 }
 
 // Publish delivers e to the subscribers it concerns without blocking.
-func (h *Hub) Publish(e Event) {
+func (h *hub) Publish(e Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e.State.Done() {
@@ -47,7 +49,7 @@ func (h *Hub) Publish(e Event) {
 // (the finished batch, or nil if the publisher did not have it), and a function to call
 // when no longer waiting. Subscribe before reading the store, so that no event falls
 // between the read and the wait.
-func (h *Hub) WaitDone(key Key) (<-chan *Batch, func()) {
+func (h *hub) WaitDone(key Key) (<-chan *Batch, func()) {
 	c := make(chan *Batch, 1)
 	h.mu.Lock()
 	h.done[key] = append(h.done[key], c)
@@ -72,7 +74,7 @@ func (h *Hub) WaitDone(key Key) (<-chan *Batch, func()) {
 
 // Queued returns a channel that receives a value when a batch may have been queued since
 // the last receive, and a function to unsubscribe.
-func (h *Hub) Queued() (<-chan struct{}, func()) {
+func (h *hub) Queued() (<-chan struct{}, func()) {
 	c := make(chan struct{}, 1)
 	h.mu.Lock()
 	h.queuedC = append(h.queuedC, c)
@@ -89,19 +91,19 @@ func (h *Hub) Queued() (<-chan struct{}, func()) {
 	}
 }
 
-// Relay publishes the events of other processes sharing a Notifier store on a hub,
+// relay publishes the events of other processes sharing a Notifier store on a hub,
 // reconnecting with backoff when the store's connection fails. For a store that is not
 // a Notifier it does nothing.
-type Relay struct {
-	Store  Store
-	Hub    *Hub
-	Logger *slog.Logger
+type relay struct {
+	store  Store
+	hub    *hub
+	logger *slog.Logger
 	loop   loop
 }
 
 // Start starts relaying in the background.
-func (r *Relay) Start(ctx context.Context) {
-	n, ok := r.Store.(Notifier)
+func (r *relay) Start(ctx context.Context) {
+	n, ok := r.store.(Notifier)
 	if !ok {
 		return
 	}
@@ -109,17 +111,17 @@ func (r *Relay) Start(ctx context.Context) {
 		backoff := 100 * time.Millisecond
 		for ctx.Err() == nil {
 			began := time.Now()
-			err := n.Listen(ctx, r.Hub.Publish)
+			err := n.Listen(ctx, r.hub.Publish)
 			if ctx.Err() != nil {
 				return
 			}
 			if time.Since(began) > time.Minute {
 				backoff = 100 * time.Millisecond
 			}
-			r.Logger.Warn("store notifications interrupted; polling until they resume", "err", err, "retry_in", backoff)
+			r.logger.Warn("store notifications interrupted; polling until they resume", "err", err, "retry_in", backoff)
 			// Whatever happened while deaf, workers and polls re-read the store.
-			r.Hub.Publish(Event{State: Queued})
-			if !sleep(ctx, backoff) {
+			r.hub.Publish(Event{State: Queued})
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -128,7 +130,7 @@ func (r *Relay) Start(ctx context.Context) {
 }
 
 // Stop stops relaying; it is safe to call more than once.
-func (r *Relay) Stop() { r.loop.stop() }
+func (r *relay) Stop() { r.loop.stop() }
 
 // loop runs one background goroutine with an idempotent stop.
 type loop struct {
@@ -158,16 +160,4 @@ func (l *loop) stop() {
 	}
 	cancel()
 	<-done
-}
-
-// sleep waits d or until ctx is done, and reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -105,7 +105,7 @@ func (c ServiceConfig) Validate() error {
 type Service struct {
 	store    Store
 	registry *Registry
-	hub      *Hub
+	hub      *hub
 	logger   *slog.Logger
 	cfg      ServiceConfig
 	now      func() time.Time
@@ -117,13 +117,13 @@ type Service struct {
 	depthFilled bool
 }
 
-// NewService returns a front end over store for the functions in registry. hub carries
+// newService returns a front end over store for the functions in registry. hub carries
 // events to and from workers in the same process.
-func NewService(store Store, registry *Registry, hub *Hub, logger *slog.Logger, cfg ServiceConfig) (*Service, error) {
+func newService(store Store, registry *Registry, events *hub, logger *slog.Logger, cfg ServiceConfig) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: store, registry: registry, hub: hub, logger: logger, cfg: cfg, now: time.Now, obs: observerOrNop(cfg.Observer)}, nil
+	return &Service{store: store, registry: registry, hub: events, logger: logger, cfg: cfg, now: time.Now, obs: observerOrNop(cfg.Observer)}, nil
 }
 
 // Observer returns the observer the service reports to (never nil), so that transports

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
 // Sweeper deletes expired batches in the background, so that storage does not grow
@@ -31,7 +33,7 @@ func (s *Sweeper) Start(ctx context.Context) {
 	s.loop.start(ctx, func(ctx context.Context) {
 		for {
 			s.SweepOnce(ctx)
-			if !sleep(ctx, s.interval) {
+			if !wait.Sleep(ctx, s.interval) {
 				return
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
 // PoolConfig tunes a worker pool. DefaultPoolConfig gives the defaults.
@@ -78,7 +80,7 @@ func defaultOwnerID() string {
 type Pool struct {
 	store    Store
 	registry *Registry
-	hub      *Hub
+	hub      *hub
 	logger   *slog.Logger
 	cfg      PoolConfig
 	now      func() time.Time
@@ -98,13 +100,13 @@ type Pool struct {
 	stopping bool
 }
 
-// NewPool returns a pool that runs the functions in registry on batches from store.
-func NewPool(store Store, registry *Registry, hub *Hub, logger *slog.Logger, cfg PoolConfig) (*Pool, error) {
+// newPool returns a pool that runs the functions in registry on batches from store.
+func newPool(store Store, registry *Registry, events *hub, logger *slog.Logger, cfg PoolConfig) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	p := &Pool{
-		store: store, registry: registry, hub: hub, logger: logger.With("worker", cfg.ID), cfg: cfg, now: time.Now,
+		store: store, registry: registry, hub: events, logger: logger.With("worker", cfg.ID), cfg: cfg, now: time.Now,
 		obs:     observerOrNop(cfg.Observer),
 		slots:   make(chan struct{}, cfg.Concurrency),
 		perFunc: map[string]chan struct{}{},
@@ -184,7 +186,7 @@ func (p *Pool) claimLoop(ctx context.Context) {
 			// batches and freed slots would otherwise make it a hot loop.
 			backoff = min(max(2*backoff, claimBackoffMin), claimBackoffMax)
 			p.logger.Warn("claiming batches failed; trying again later", "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			continue
@@ -288,7 +290,7 @@ func (p *Pool) finish(ctx context.Context, key Key, fp FinishParams, log *slog.L
 			return err
 		}
 		log.Warn("could not record the outcome of a batch; trying again", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return err
 		}
 		backoff = min(2*backoff, time.Second)

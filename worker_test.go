@@ -72,7 +72,7 @@ func (l *lib) do(method, fn, id, body string) (int, string) {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	req.Header.Set(asyncfnhttp.HeaderBatchID, id)
+	req.Header.Set(asyncfn.HeaderBatchID, id)
 	resp, err := l.srv.Client().Do(req)
 	if err != nil {
 		l.t.Fatal(err)

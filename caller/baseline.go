@@ -3,7 +3,6 @@ package caller
 import (
 	"bytes"
 	"compress/gzip"
-	"compress/zlib"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
 // BaselineHandler is the cheapest correct external function: synchronous, it decodes the
@@ -65,7 +65,7 @@ func readRequestBody(r *http.Request) ([]byte, error) {
 		}
 		in = zr
 	case "deflate":
-		zr, err := zlib.NewReader(in)
+		zr, err := wire.NewDeflateReader(in)
 		if err != nil {
 			return nil, err
 		}

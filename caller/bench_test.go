@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/asyncfn/asyncfn"
 )
 
 func benchConfig(url string) BenchConfig {
@@ -64,7 +66,7 @@ func asyncEcho() http.Handler {
 	results := map[string][]byte{}
 	baseline := BaselineHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(HeaderBatchID)
+		id := r.Header.Get(asyncfn.HeaderBatchID)
 		if r.Method == http.MethodPost {
 			rec := httptest.NewRecorder()
 			baseline.ServeHTTP(rec, r)

@@ -24,6 +24,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/asyncfn/asyncfn"
+
+	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
 // Defaults of Config, chosen to behave like Snowflake.
@@ -231,18 +235,8 @@ func NewQueryID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// Header names Snowflake sends, lower-case as they arrive through its proxies.
+// What Snowflake sends beside the headers named in package asyncfn.
 const (
-	HeaderBatchID          = "sf-external-function-query-batch-id"
-	HeaderCurrentQueryID   = "sf-external-function-current-query-id"
-	HeaderQueryID          = "sf-external-function-query-id"
-	HeaderFormat           = "sf-external-function-format"
-	HeaderFormatVersion    = "sf-external-function-format-version"
-	HeaderName             = "sf-external-function-name"
-	HeaderSignature        = "sf-external-function-signature"
-	HeaderReturnType       = "sf-external-function-return-type"
-	HeaderCustomPrefix     = "sf-custom-"
-	HeaderContextPrefix    = "sf-context-"
 	HeaderBase64Suffix     = "-base64"
 	snowflakeUserAgent     = "snowflake/1.0"
 	snowflakeContentType   = "application/json"
@@ -260,18 +254,18 @@ func (c *Client) baseHeader() http.Header {
 		set(name, PlainHeaderValue(value))
 		set(name+HeaderBase64Suffix, base64.StdEncoding.EncodeToString([]byte(value)))
 	}
-	set(HeaderCurrentQueryID, c.cfg.QueryID)
-	set(HeaderQueryID, c.cfg.QueryID)
-	set(HeaderFormat, snowflakeFormat)
-	set(HeaderFormatVersion, snowflakeFormatVersion)
-	withTwin(HeaderName, c.cfg.Function.Name)
-	withTwin(HeaderSignature, c.cfg.Function.Signature)
-	withTwin(HeaderReturnType, c.cfg.Function.ReturnType)
+	set(asyncfn.HeaderCurrentQueryID, c.cfg.QueryID)
+	set(asyncfn.HeaderQueryID, c.cfg.QueryID)
+	set(asyncfn.HeaderFormat, snowflakeFormat)
+	set(asyncfn.HeaderFormatVersion, snowflakeFormatVersion)
+	withTwin(asyncfn.HeaderName, c.cfg.Function.Name)
+	withTwin(asyncfn.HeaderSignature, c.cfg.Function.Signature)
+	withTwin(asyncfn.HeaderReturnType, c.cfg.Function.ReturnType)
 	for k, v := range c.cfg.CustomHeaders {
-		set(HeaderCustomPrefix+strings.ToLower(k), PlainHeaderValue(v))
+		set(asyncfn.HeaderCustomPrefix+strings.ToLower(k), PlainHeaderValue(v))
 	}
 	for k, v := range c.cfg.ContextHeaders {
-		withTwin(HeaderContextPrefix+strings.ToLower(k), v)
+		withTwin(asyncfn.HeaderContextPrefix+strings.ToLower(k), v)
 	}
 	h.Set("User-Agent", snowflakeUserAgent)
 	h.Set("Content-Type", snowflakeContentType)
@@ -323,7 +317,7 @@ type Answer struct {
 func (c *Client) Call(ctx context.Context, p Payload) (Answer, error) {
 	a := Answer{BatchID: c.nextBatchID()}
 	header := c.header.Clone()
-	header[HeaderBatchID] = []string{a.BatchID}
+	header[asyncfn.HeaderBatchID] = []string{a.BatchID}
 	start := time.Now()
 	err := c.exchange(ctx, p, header, &a)
 	a.Stats.Latency = time.Since(start)
@@ -376,7 +370,7 @@ func (c *Client) exchange(ctx context.Context, p Payload, header http.Header, a 
 		case resp.StatusCode == http.StatusAccepted:
 			method = http.MethodGet
 			retry = c.cfg.RetryMin
-			if !sleep(ctx, poll) {
+			if !wait.Sleep(ctx, poll) {
 				return ended()
 			}
 			poll = min(poll+poll/2, c.cfg.PollMax)
@@ -394,7 +388,7 @@ func (c *Client) exchange(ctx context.Context, p Payload, header http.Header, a 
 		if c.cfg.OnRetry != nil {
 			c.cfg.OnRetry(Retry{BatchID: a.BatchID, Method: method, URL: c.cfg.URL, Reason: retryReason(err, resp), Budget: c.cfg.RetryBudget})
 		}
-		if !sleep(ctx, delay) {
+		if !wait.Sleep(ctx, delay) {
 			return ended()
 		}
 		waited += delay
@@ -458,18 +452,6 @@ func retryDelay(backoff, limit time.Duration, retryAfter string, now time.Time, 
 		}
 	}
 	return min(backoff/2+time.Duration(jitter*float64(backoff/2)), limit)
-}
-
-// sleep waits d or until ctx is done, and reports whether it waited the whole time.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // bodyForMessage is an error answer's body as Snowflake quotes it in its message:

@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/asyncfn/asyncfn/postgres/pgtest"
+
+	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
 // chaosBatch is one batch of the load: what was sent, what must come back, and what did.
@@ -444,7 +446,7 @@ func runBatch(ctx context.Context, client *http.Client, urlA *atomic.Value, urlB
 			return
 		}
 		if !posted {
-			sleep(ctx, backoff(retries))
+			wait.Sleep(ctx, backoff(retries))
 			retries++
 		}
 	}
@@ -465,7 +467,7 @@ func runBatch(ctx context.Context, client *http.Client, urlA *atomic.Value, urlB
 			return
 		case status == http.StatusAccepted:
 			retries = 0
-			sleep(ctx, 20*time.Millisecond) // B holds polls; this only spaces them
+			wait.Sleep(ctx, 20*time.Millisecond) // B holds polls; this only spaces them
 			continue
 		case status == http.StatusServiceUnavailable:
 			c.get503.Add(1)
@@ -480,7 +482,7 @@ func runBatch(ctx context.Context, client *http.Client, urlA *atomic.Value, urlB
 			b.record(false, nil, fmt.Sprintf("GET answered %d %q", status, body))
 			return
 		}
-		sleep(ctx, backoff(retries))
+		wait.Sleep(ctx, backoff(retries))
 		retries++
 	}
 }
@@ -515,15 +517,6 @@ func send(ctx context.Context, client *http.Client, method, url, batchID string,
 		return 0, "", err
 	}
 	return resp.StatusCode, string(b), nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // killMidBatch SIGKILLs worker w while it runs batches, and returns the batches it held. To
@@ -575,7 +568,7 @@ func orphans(t *testing.T, admin *pgx.Conn, schema, appName, ownerLike string) [
 		if n == 0 {
 			break
 		}
-		sleep(ctx, 10*time.Millisecond)
+		wait.Sleep(ctx, 10*time.Millisecond)
 	}
 	var ids []string
 	if err := admin.QueryRow(ctx, "SELECT coalesce(array_agg(batch_id), '{}') FROM "+schema+".batches WHERE state = 'running' AND owner LIKE $1", ownerLike).Scan(&ids); err != nil {

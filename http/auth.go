@@ -6,11 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-)
 
-// HeaderAPIKey is how Snowflake sends the function's HEADERS = ('api-key' = '...'): every
-// custom header arrives with the prefix sf-custom-.
-const HeaderAPIKey = "Sf-Custom-Api-Key"
+	"github.com/asyncfn/asyncfn"
+)
 
 // unauthorized is the whole 401 body: it does not say whether the key was missing, wrong,
 // or sent in the wrong header, which would help a guesser more than a user.
@@ -55,7 +53,7 @@ func RequireKey(keys []string, logger *slog.Logger) func(http.Handler) http.Hand
 func validKey(r *http.Request, sums [][sha256.Size]byte) bool {
 	var candidates [3]string
 	n := 0
-	if v := r.Header.Get(HeaderAPIKey); v != "" {
+	if v := r.Header.Get(asyncfn.HeaderAPIKey); v != "" {
 		candidates[n] = v
 		n++
 	}

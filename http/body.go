@@ -1,16 +1,15 @@
 package http
 
 import (
-	"bufio"
-	"compress/flate"
 	"compress/gzip"
-	"compress/zlib"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
+
+	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
 // requestError is a client's mistake, or a request refused for now: its status, the
@@ -79,7 +78,7 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, inflight *
 		}
 		in = zr
 	case "deflate":
-		zr, err := newDeflateReader(raw)
+		zr, err := wire.NewDeflateReader(raw)
 		if err != nil {
 			return nil, 0, decodeError(err, "deflate", maxBytes)
 		}
@@ -125,23 +124,6 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, inflight *
 		return nil, held, tooLarge(maxBytes)
 	}
 	return body, held, nil
-}
-
-// newDeflateReader reads HTTP's "deflate", which is zlib-wrapped by the standard but sent
-// raw by some clients: the first two bytes tell which.
-func newDeflateReader(r io.Reader) (io.Reader, error) {
-	br := bufio.NewReader(r)
-	head, err := br.Peek(2)
-	if err != nil && len(head) < 2 {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	if head[0]&0x0f == 8 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 {
-		return zlib.NewReader(br)
-	}
-	return flate.NewReader(br), nil
 }
 
 func decodeError(err error, what string, maxBytes int64) error {

@@ -58,14 +58,14 @@ func FuzzHandlerPOST(f *testing.F) {
 		}
 		store := memory.New()
 		defer store.Close()
-		hub := asyncfn.NewHub()
-		sc := asyncfn.DefaultServiceConfig()
-		sc.SyncWait, sc.PollWait = 0, 0
-		svc, err := asyncfn.NewService(store, reg, hub, discard, sc)
+		rc := asyncfn.DefaultRuntimeConfig()
+		rc.Service.SyncWait, rc.Service.PollWait = 0, 0
+		rt, err := asyncfn.NewRuntime(store, reg, discard, rc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := asyncfnhttp.NewHandler(svc, discard, asyncfnhttp.Config{MaxBodyBytes: fuzzMaxBody})
+		defer rt.Stop()
+		h := asyncfnhttp.NewHandler(rt.Service(), discard, asyncfnhttp.Config{MaxBodyBytes: fuzzMaxBody})
 
 		send := func(method string, body []byte) *httptest.ResponseRecorder {
 			req := httptest.NewRequest(method, "/echo", bytes.NewReader(body))
@@ -74,7 +74,7 @@ func FuzzHandlerPOST(f *testing.F) {
 				req.Header.Set("Content-Encoding", encoding)
 			}
 			if batchID != "" {
-				req.Header.Set(asyncfnhttp.HeaderBatchID, batchID)
+				req.Header.Set(asyncfn.HeaderBatchID, batchID)
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)
@@ -102,11 +102,7 @@ func FuzzHandlerPOST(f *testing.F) {
 			t.Fatalf("GET = %d %q, want 202", poll.Code, poll.Body)
 		}
 		// A worker runs it: the GET then answers 200 with each row's first argument, in order.
-		pool, err := asyncfn.NewPool(store, reg, hub, discard, asyncfn.DefaultPoolConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Stop()
+		pool := rt.Pool()
 		key := asyncfn.Key{Function: "echo", BatchID: batchID}
 		if err := pool.Process(context.Background(), key); err != nil {
 			t.Fatal(err)

@@ -18,13 +18,6 @@ import (
 	"github.com/asyncfn/asyncfn"
 )
 
-// Snowflake's request headers (Go canonicalises case; proxies send them lower-case).
-const (
-	HeaderBatchID        = "Sf-External-Function-Query-Batch-Id"
-	HeaderCurrentQueryID = "Sf-External-Function-Current-Query-Id"
-	HeaderQueryID        = "Sf-External-Function-Query-Id"
-)
-
 // maxBatchIDBytes bounds the batch id, which becomes part of a store key (DynamoDB allows
 // 2,048 bytes for a partition key). Snowflake's are under 100.
 const maxBatchIDBytes = 1024
@@ -134,7 +127,7 @@ type handler struct {
 }
 
 func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
-	key := asyncfn.Key{Function: r.PathValue("function"), BatchID: r.Header.Get(HeaderBatchID)}
+	key := asyncfn.Key{Function: r.PathValue("function"), BatchID: r.Header.Get(asyncfn.HeaderBatchID)}
 	if r.Method != http.MethodPost && r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET, POST")
 		writeText(w, http.StatusMethodNotAllowed, fmt.Sprintf(
@@ -149,10 +142,10 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case key.BatchID == "":
 		h.writeError(w, r, badRequest("the request has no %s header; call this service from a Snowflake external function, or set the header yourself.",
-			strings.ToLower(HeaderBatchID)), key)
+			asyncfn.HeaderBatchID), key)
 		return
 	case len(key.BatchID) > maxBatchIDBytes:
-		h.writeError(w, r, badRequest("the %s header is over %d bytes.", strings.ToLower(HeaderBatchID), maxBatchIDBytes), key)
+		h.writeError(w, r, badRequest("the %s header is over %d bytes.", asyncfn.HeaderBatchID, maxBatchIDBytes), key)
 		return
 	}
 	if r.Method == http.MethodPost {
@@ -184,9 +177,9 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, fn asyncfn.Func
 		h.writeError(w, r, badRequest("%s", asyncfn.AsError(err).Message), key)
 		return
 	}
-	queryID := r.Header.Get(HeaderCurrentQueryID)
+	queryID := r.Header.Get(asyncfn.HeaderCurrentQueryID)
 	if queryID == "" {
-		queryID = r.Header.Get(HeaderQueryID)
+		queryID = r.Header.Get(asyncfn.HeaderQueryID)
 	}
 	headers, err := keptHeaders(r.Header)
 	if err != nil {

@@ -40,16 +40,17 @@ func newFront(t *testing.T, svcCfg func(*asyncfn.ServiceConfig), cfg asyncfnhttp
 		t.Fatal(err)
 	}
 	store := memory.New()
-	sc := asyncfn.DefaultServiceConfig()
-	sc.SyncWait, sc.PollWait = 0, 0
+	rc := asyncfn.DefaultRuntimeConfig()
+	rc.Workers = 0
+	rc.Service.SyncWait, rc.Service.PollWait = 0, 0
 	if svcCfg != nil {
-		svcCfg(&sc)
+		svcCfg(&rc.Service)
 	}
-	svc, err := asyncfn.NewService(store, reg, asyncfn.NewHub(), discard, sc)
+	rt, err := asyncfn.NewRuntime(store, reg, discard, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(asyncfnhttp.NewHandler(svc, discard, cfg))
+	srv := httptest.NewServer(asyncfnhttp.NewHandler(rt.Service(), discard, cfg))
 	t.Cleanup(srv.Close)
 	return &front{t: t, store: store, srv: srv}
 }
@@ -258,7 +259,7 @@ func TestEncodings(t *testing.T) {
 func TestHeadersCaseInsensitive(t *testing.T) {
 	t.Parallel()
 	f := newFront(t, nil, asyncfnhttp.Config{})
-	for i, name := range []string{"sf-external-function-query-batch-id", "SF-EXTERNAL-FUNCTION-QUERY-BATCH-ID", asyncfnhttp.HeaderBatchID} {
+	for i, name := range []string{"sf-external-function-query-batch-id", "SF-EXTERNAL-FUNCTION-QUERY-BATCH-ID", asyncfn.HeaderBatchID} {
 		id := fmt.Sprint("case-", i)
 		r := f.do("POST", "/echo", strings.NewReader(`{"data":[[0,1]]}`), map[string]string{name: id})
 		if r.status != 202 {
@@ -387,7 +388,8 @@ func TestStoreUnavailable(t *testing.T) {
 func TestRecoverAndRoutes(t *testing.T) {
 	t.Parallel()
 	reg, _ := asyncfn.NewRegistry(asyncfn.Function{Name: "echo", Func: asyncfn.Echo})
-	svc, _ := asyncfn.NewService(memory.New(), reg, asyncfn.NewHub(), discard, asyncfn.DefaultServiceConfig())
+	rt, _ := asyncfn.NewRuntime(memory.New(), reg, discard, asyncfn.DefaultRuntimeConfig())
+	svc := rt.Service()
 	h := asyncfnhttp.NewHandler(svc, discard, asyncfnhttp.Config{Routes: map[string]http.Handler{
 		"GET /boom":  http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }),
 		"GET /extra": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "extra") }),
@@ -430,18 +432,15 @@ func TestSyncAnswer(t *testing.T) {
 	t.Parallel()
 	reg, _ := asyncfn.NewRegistry(asyncfn.Function{Name: "echo", Func: asyncfn.Echo})
 	store := memory.New()
-	hub := asyncfn.NewHub()
-	sc := asyncfn.DefaultServiceConfig()
-	sc.SyncWait = 10 * time.Second
-	svc, _ := asyncfn.NewService(store, reg, hub, discard, sc)
-	pc := asyncfn.DefaultPoolConfig()
-	pool, err := asyncfn.NewPool(store, reg, hub, discard, pc)
+	rc := asyncfn.DefaultRuntimeConfig()
+	rc.Service.SyncWait = 10 * time.Second
+	rt, err := asyncfn.NewRuntime(store, reg, discard, rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool.Start(context.Background())
-	defer pool.Stop()
-	srv := httptest.NewServer(asyncfnhttp.NewHandler(svc, discard, asyncfnhttp.Config{}))
+	rt.Start(context.Background())
+	defer rt.Stop()
+	srv := httptest.NewServer(asyncfnhttp.NewHandler(rt.Service(), discard, asyncfnhttp.Config{}))
 	defer srv.Close()
 	f := &front{t: t, store: store, srv: srv}
 	var in strings.Builder

@@ -90,17 +90,18 @@ type Config struct {
 // LoadConfig reads the configuration from the environment through getenv. Errors name the
 // variable at fault.
 func LoadConfig(getenv func(string) string) (Config, error) {
+	svc, pool := asyncfn.DefaultServiceConfig(), asyncfn.DefaultPoolConfig()
 	c := Config{
 		Store:           getenv("ASYNCFN_STORE"),
 		WorkerFunction:  getenv("ASYNCFN_WORKER_FUNCTION"),
 		LambdaEndpoint:  getenv("ASYNCFN_LAMBDA_ENDPOINT"),
-		PollWait:        5 * time.Second,
-		Stalled:         10 * time.Second,
-		MaxQueued:       1000,
-		Retention:       12 * time.Hour,
-		Grace:           10 * time.Minute,
+		PollWait:        5 * time.Second, // shorter than a server's: each held second is billed
+		Stalled:         svc.Stalled,
+		MaxQueued:       svc.MaxQueued,
+		Retention:       svc.Retention,
+		Grace:           svc.Grace,
 		MaxBodyBytes:    asyncfnhttp.DefaultMaxBodyBytes,
-		Lease:           30 * time.Second,
+		Lease:           pool.Lease,
 		FunctionTimeout: asyncfn.DefaultTimeout,
 		MaxAttempts:     asyncfn.DefaultMaxAttempts,
 		Backoff:         asyncfn.DefaultBackoff,
@@ -255,24 +256,19 @@ func New(ctx context.Context, cfg Config, store asyncfn.Store, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	svcCfg := asyncfn.DefaultServiceConfig()
-	svcCfg.SyncWait, svcCfg.PollWait, svcCfg.Stalled = cfg.SyncWait, cfg.PollWait, cfg.Stalled
-	svcCfg.MaxQueued, svcCfg.Retention, svcCfg.Grace = cfg.MaxQueued, cfg.Retention, cfg.Grace
-	svcCfg.Dispatcher = dispatcher
-	hub := asyncfn.NewHub()
-	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
-	if err != nil {
-		return nil, err
-	}
-	poolCfg := asyncfn.DefaultPoolConfig()
-	poolCfg.Concurrency, poolCfg.Lease = 1, cfg.Lease // one worker event per invocation
-	pool, err := asyncfn.NewPool(store, reg, hub, logger, poolCfg)
+	rc := asyncfn.DefaultRuntimeConfig()
+	rc.Service.SyncWait, rc.Service.PollWait, rc.Service.Stalled = cfg.SyncWait, cfg.PollWait, cfg.Stalled
+	rc.Service.MaxQueued, rc.Service.Retention, rc.Service.Grace = cfg.MaxQueued, cfg.Retention, cfg.Grace
+	rc.Service.Dispatcher = dispatcher
+	rc.Workers, rc.Pool.Lease = 1, cfg.Lease              // one worker event per invocation
+	rc.SweepInterval = 0                                  // DynamoDB's TTL deletes what expires
+	rt, err := asyncfn.NewRuntime(store, reg, logger, rc) // never started: see above
 	if err != nil {
 		return nil, err
 	}
 	return &Handler{
-		HTTP:   asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: cfg.MaxBodyBytes}),
-		Pool:   pool,
+		HTTP:   asyncfnhttp.NewHandler(rt.Service(), logger, asyncfnhttp.Config{MaxBodyBytes: cfg.MaxBodyBytes}),
+		Pool:   rt.Pool(),
 		Logger: logger,
 	}, nil
 }

@@ -271,22 +271,17 @@ func TestApplyThroughThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, hub, logger := memory.New(), asyncfn.NewHub(), slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := asyncfn.DefaultServiceConfig()
-	cfg.SyncWait = 0
-	svc, err := asyncfn.NewService(store, reg, hub, logger, cfg)
+	store, logger := memory.New(), slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := asyncfn.DefaultRuntimeConfig()
+	cfg.Service.SyncWait, cfg.Workers = 0, 8
+	rt, err := asyncfn.NewRuntime(store, reg, logger, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcfg := asyncfn.DefaultPoolConfig()
-	pcfg.Concurrency = 8
-	pool, err := asyncfn.NewPool(store, reg, hub, logger, pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := rt.Service()
 	ctx := context.Background()
-	pool.Start(ctx)
-	defer pool.Stop()
+	rt.Start(ctx)
+	defer rt.Stop()
 	const batches, rowsPer = 8, 25
 	for b := range batches {
 		payload := `{"data":[`
