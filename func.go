@@ -183,3 +183,20 @@ var Echo Func = FuncOf(func(ctx context.Context, rows []Row) ([]any, error) {
 	}
 	return out, nil
 })
+
+// Middleware wraps a function with cross-cutting behaviour (a rate limit, tracing): it
+// returns the function to serve in its place, under the same Name. It is applied once,
+// when the process starts, so it may hold state shared by all batches of the function.
+type Middleware func(Function) Function
+
+// Wrap returns fns with mws applied to each, the first of mws outermost.
+func Wrap(fns []Function, mws ...Middleware) []Function {
+	out := make([]Function, len(fns))
+	for i, f := range fns {
+		for j := len(mws) - 1; j >= 0; j-- {
+			f = mws[j](f)
+		}
+		out[i] = f
+	}
+	return out
+}

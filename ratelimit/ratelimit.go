@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -122,21 +123,29 @@ func ParseLimit(s string) (Limit, error) {
 	return lim, nil
 }
 
-// Apply wraps the functions named in limits with Rows and a limiter of their own, and
-// returns an error naming a limit whose function is not among fns.
-func Apply(fns []asyncfn.Function, limits []Limit) ([]asyncfn.Function, error) {
-	out := append([]asyncfn.Function(nil), fns...)
+// Middleware limits the rows per second of each function named in limits (Rows, with a
+// limiter of its own shared by all its batches in the process); other functions pass
+// through.
+func Middleware(limits ...Limit) asyncfn.Middleware {
+	byName := map[string]Limit{}
 	for _, lim := range limits {
-		found := false
-		for i := range out {
-			if out[i].Name == lim.Function {
-				out[i].Func = Rows(out[i].Func, rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst))
-				found = true
-			}
+		byName[lim.Function] = lim
+	}
+	return func(f asyncfn.Function) asyncfn.Function {
+		if lim, ok := byName[f.Name]; ok {
+			f.Func = Rows(f.Func, rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst))
 		}
-		if !found {
+		return f
+	}
+}
+
+// Apply wraps the functions named in limits with Middleware, and returns an error naming
+// a limit whose function is not among fns.
+func Apply(fns []asyncfn.Function, limits []Limit) ([]asyncfn.Function, error) {
+	for _, lim := range limits {
+		if !slices.ContainsFunc(fns, func(f asyncfn.Function) bool { return f.Name == lim.Function }) {
 			return nil, fmt.Errorf("%s=%g:%d: no function is named %s", lim.Function, lim.Rate, lim.Burst, lim.Function)
 		}
 	}
-	return out, nil
+	return asyncfn.Wrap(fns, Middleware(limits...)), nil
 }
