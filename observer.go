@@ -65,6 +65,9 @@ type RunInfo struct {
 	// QueueWait is how long the batch waited for this attempt: since it was accepted, or
 	// since its backoff ended for a retry.
 	QueueWait time.Duration
+	// Headers are the batch's request headers (Batch.Headers), whose trace context links
+	// the attempt to the POST that brought the batch.
+	Headers map[string]string
 	// Outcome, Error (for failed and retried attempts), Run (the function's own time) and
 	// Total (accepted to finished, for final outcomes) are set by BatchFinished.
 	Outcome Outcome
@@ -140,6 +143,6 @@ func startInfo(b *Batch) RunInfo {
 	}
 	return RunInfo{
 		Key: b.Key, QueryID: b.QueryID, Rows: b.Rows, Attempt: b.Attempts,
-		CreatedAt: b.CreatedAt, QueueWait: max(b.StartedAt.Sub(since), 0),
+		CreatedAt: b.CreatedAt, QueueWait: max(b.StartedAt.Sub(since), 0), Headers: b.Headers,
 	}
 }
