@@ -53,7 +53,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return migrate(ctx, rest, getenv, stdout, stderr)
 	case "dynamodb":
 		if len(rest) == 0 || rest[0] != "create-table" {
-			return errors.New("usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=...")
+			return errors.New("usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=REGION")
 		}
 		return createTable(ctx, rest[1:], getenv, stdout, stderr)
 	}
@@ -369,7 +369,7 @@ func createTable(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	if !strings.HasPrefix(*spec, "dynamodb://") {
-		return fmt.Errorf("--store %q: give the table as dynamodb://TABLE?region=...", *spec)
+		return fmt.Errorf("--store %q: give the table as dynamodb://TABLE?region=REGION", *spec)
 	}
 	store, err := dynamodb.Open(ctx, *spec)
 	if err != nil {
