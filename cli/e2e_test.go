@@ -872,7 +872,7 @@ func TestCommands(t *testing.T) {
 // running, restarted on the same file, answers every batch it accepted, exactly.
 func TestKillAndRestart(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and kills the real binary")
+		t.Skip("-short: builds and kills the real binary")
 	}
 	t.Parallel()
 	dir := t.TempDir()
