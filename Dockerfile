@@ -6,7 +6,8 @@
 # Run: it listens on 0.0.0.0, so it needs an API key (or ASYNCFN_INSECURE=true when
 # something in front already keeps strangers out):
 #   docker run -p 8080:8080 -v asyncfn-data:/data -e ASYNCFN_API_KEYS=... asyncfn
-# Flags after the image name are added to the serve command (docker run ... asyncfn --workers 8).
+# Settings are ASYNCFN_* variables (docker run -e ASYNCFN_STORE=postgres://... asyncfn), or
+# flags after the image name, added to the serve command (docker run ... asyncfn --workers 8).
 
 # The build stage runs on the builder's platform and cross-compiles: no emulation.
 FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
@@ -32,4 +33,6 @@ VOLUME /data
 WORKDIR /data
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/asyncfn", "serve", "--addr", "0.0.0.0:8080", "--store", "/data/asyncfn.db", "--log-format", "json"]
+# Defaults as variables, not flags, so that docker run -e can change them (flags would win).
+ENV ASYNCFN_ADDR=0.0.0.0:8080 ASYNCFN_STORE=/data/asyncfn.db ASYNCFN_LOG_FORMAT=json
+ENTRYPOINT ["/usr/local/bin/asyncfn", "serve"]

@@ -6,12 +6,63 @@ package asyncfn_test
 // with the routes; the systemd unit is hardened.
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/asyncfn/asyncfn/cli"
 )
+
+// serveAsDeployed runs cli.Main with a deployment's command line and environment until it
+// prints its banner, and returns the banner and the base URL. The server stops at cleanup.
+func serveAsDeployed(t *testing.T, args []string, env map[string]string) (banner, url string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	br := bufio.NewReader(pr)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("%v with %v did not start: %v", args, env, <-done)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v after its context was cancelled", err)
+		}
+	})
+	go io.Copy(io.Discard, br)
+	m := regexp.MustCompile(`on (http://\S+) `).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("banner %q names no address", line)
+	}
+	return line, m[1]
+}
+
+// flagsIn returns the flags among args (a deployment's command line): each would win over
+// the ASYNCFN_* variable the deployment documents for the same setting.
+func flagsIn(args []string) []string {
+	var flags []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			flags = append(flags, a)
+		}
+	}
+	return flags
+}
 
 // instruction is one Dockerfile instruction, continuation lines joined.
 type instruction struct {
@@ -159,9 +210,25 @@ func TestDockerfile(t *testing.T) {
 	if err := json.Unmarshal([]byte(eps[0]), &entry); err != nil {
 		t.Fatalf("ENTRYPOINT %s is not in exec (JSON) form, which gets signals: %v", eps[0], err)
 	}
-	joined := strings.Join(entry, " ")
-	if !strings.HasSuffix(entry[0], "/asyncfn") || !strings.Contains(joined, " serve ") || !strings.Contains(joined, "--addr 0.0.0.0:8080") {
-		t.Errorf("ENTRYPOINT %v, want asyncfn serve --addr 0.0.0.0:8080 ...", entry)
+	if len(entry) < 2 || !strings.HasSuffix(entry[0], "/asyncfn") || entry[1] != "serve" {
+		t.Errorf("ENTRYPOINT %v, want asyncfn serve", entry)
+	}
+	// Settings are ENV defaults that docker run -e overrides; a flag in the ENTRYPOINT
+	// would win over the variable (ASYNCFN_STORE=postgres://... ignored).
+	if f := flagsIn(entry); len(f) > 0 {
+		t.Errorf("ENTRYPOINT %v sets %v: docker run -e could not change them; set ASYNCFN_* variables with ENV", entry, f)
+	}
+	env := map[string]string{}
+	for _, e := range final.all("ENV") {
+		for _, kv := range strings.Fields(e) {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	for k, want := range map[string]string{"ASYNCFN_ADDR": "0.0.0.0:8080", "ASYNCFN_STORE": "/data/asyncfn.db"} {
+		if env[k] != want {
+			t.Errorf("ENV %s=%q, want %q", k, env[k], want)
+		}
 	}
 	// No secret, and no --insecure, is baked into the image.
 	for _, s := range stages {
@@ -171,8 +238,10 @@ func TestDockerfile(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(joined, "--insecure") || strings.Contains(joined, "--api-key") {
-		t.Errorf("ENTRYPOINT %v bakes a key or --insecure into the image", entry)
+	// docker run -e ASYNCFN_STORE=... -e ASYNCFN_ADDR=... changes what the ENTRYPOINT serves.
+	env["ASYNCFN_STORE"], env["ASYNCFN_ADDR"] = "memory", "127.0.0.1:0"
+	if banner, _ := serveAsDeployed(t, entry[1:], env); !strings.Contains(banner, "(store memory,") || !strings.Contains(banner, "http://127.0.0.1:") {
+		t.Errorf("the ENTRYPOINT with -e ASYNCFN_STORE=memory -e ASYNCFN_ADDR=127.0.0.1:0 printed %q", banner)
 	}
 
 	ignore, err := os.ReadFile(".dockerignore")
@@ -246,11 +315,48 @@ func TestSystemdUnit(t *testing.T) {
 			settings[k] = append(settings[k], strings.TrimSpace(v))
 		}
 	}
-	exec := strings.Join(settings["ExecStart"], " ")
-	for _, want := range []string{"asyncfn serve", "--api-key-file"} {
-		if !strings.Contains(exec, want) {
-			t.Errorf("ExecStart %q lacks %s", exec, want)
-		}
+	exec := strings.Fields(strings.Join(settings["ExecStart"], " "))
+	if len(exec) < 2 || !strings.HasSuffix(exec[0], "/asyncfn") || exec[1] != "serve" {
+		t.Errorf("ExecStart %v, want asyncfn serve", exec)
+	}
+	// Settings are Environment= defaults that the EnvironmentFile overrides; a flag in
+	// ExecStart would win over the variable the file sets.
+	if f := flagsIn(exec); len(f) > 0 {
+		t.Errorf("ExecStart %v sets %v: /etc/asyncfn/asyncfn.env could not change them; use Environment=", exec, f)
+	}
+	if got := settings["EnvironmentFile"]; len(got) != 1 || got[0] != "-/etc/asyncfn/asyncfn.env" {
+		t.Errorf("EnvironmentFile=%v, want -/etc/asyncfn/asyncfn.env", got)
+	}
+	// As systemd runs it: %S and %d expanded, then the env file's variables over the unit's.
+	dir := t.TempDir()
+	const key = "0123456789abcdef0123"
+	if err := os.MkdirAll(filepath.Join(dir, "creds"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "creds", "api-keys"), []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expand := strings.NewReplacer("%S", filepath.Join(dir, "state"), "%d", filepath.Join(dir, "creds"))
+	env := map[string]string{}
+	for _, e := range settings["Environment"] {
+		k, v, _ := strings.Cut(expand.Replace(e), "=")
+		env[k] = v
+	}
+	if env["ASYNCFN_ADDR"] != "0.0.0.0:8080" || env["ASYNCFN_API_KEY_FILE"] == "" {
+		t.Errorf("Environment= gives %v, want ASYNCFN_ADDR=0.0.0.0:8080 and an ASYNCFN_API_KEY_FILE", env)
+	}
+	env["ASYNCFN_STORE"], env["ASYNCFN_ADDR"] = "memory", "127.0.0.1:0" // from asyncfn.env
+	banner, url := serveAsDeployed(t, exec[1:], env)
+	if !strings.Contains(banner, "(store memory,") {
+		t.Errorf("with ASYNCFN_STORE=memory in the env file, the unit printed %q", banner)
+	}
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without the credential's key: %d, want 401", resp.StatusCode)
 	}
 	for k, v := range map[string]string{
 		"DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",

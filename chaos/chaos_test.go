@@ -95,7 +95,7 @@ func (c *counters) inOutage(sent time.Time) bool {
 // its attempts allow.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs real processes for half a minute")
+		t.Skip("-short: runs real processes for half a minute")
 	}
 	t.Parallel()
 	schemaDSN := pgtest.Schema(t) // dropped at the end, after the processes are killed

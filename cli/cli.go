@@ -4,17 +4,14 @@
 //
 //	func main() {
 //		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-//		defer stop()
-//		if err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, myFunctions...); err != nil {
-//			fmt.Fprintln(os.Stderr, err)
-//			os.Exit(1)
-//		}
+//		err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, myFunctions...)
+//		stop()
+//		os.Exit(cli.ExitCode(os.Stderr, "mybinary", err)) // 0, 1, or 2 for a usage error
 //	}
 package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,30 +31,61 @@ import (
 const Commands = `  serve    run the service: HTTP front end and workers (the default)
   worker   run workers only, on a store shared with front ends
   migrate  create or upgrade the store's schema, then exit
-  dynamodb create-table --store dynamodb://TABLE: create a DynamoDB table with its indexes and TTL`
+  dynamodb create-table --store dynamodb://TABLE: create a DynamoDB table with its indexes and TTL
+  version  print the module version and the commit of this build`
 
-// Main runs the server command named by args[0] (serve when args is empty) with the given
-// functions. It returns when ctx is done (after a graceful shutdown) or on error;
-// flag.ErrHelp when help was asked for.
+// Main runs the server command named by args[0] (serve when args is empty or starts with
+// a flag) with the given functions. It returns when ctx is done (after a graceful
+// shutdown) or on error: flag.ErrHelp when help was asked for (and printed), a
+// *UsageError for a command line that cannot run. Secrets in the store's DSN are redacted
+// from every message and log line. ExitCode turns the error into an exit status.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions ...asyncfn.Function) error {
 	cmd, rest := "serve", args
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' || len(args) > 0 && isHelpOrVersion(args[0]) {
 		cmd, rest = args[0], args[1:]
 	}
+	var err error
 	switch cmd {
 	case "serve":
-		return serve(ctx, rest, getenv, stdout, stderr, functions)
+		err = serve(ctx, rest, getenv, stdout, stderr, functions)
 	case "worker":
-		return worker(ctx, rest, getenv, stdout, stderr, functions)
+		err = worker(ctx, rest, getenv, stdout, stderr, functions)
 	case "migrate":
-		return migrate(ctx, rest, getenv, stdout, stderr)
+		err = migrate(ctx, rest, getenv, stdout, stderr)
 	case "dynamodb":
-		if len(rest) == 0 || rest[0] != "create-table" {
-			return errors.New("usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=...")
+		switch {
+		case len(rest) > 0 && rest[0] == "create-table":
+			err = createTable(ctx, rest[1:], getenv, stdout, stderr)
+		case len(rest) > 0 && isHelp(rest[0]):
+			fmt.Fprintln(stderr, "Usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=REGION   (asyncfn dynamodb create-table --help for its flags)")
+			err = flag.ErrHelp
+		default:
+			err = Usagef("usage: asyncfn dynamodb create-table --store dynamodb://TABLE?region=REGION")
 		}
-		return createTable(ctx, rest[1:], getenv, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "asyncfn", Version())
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintf(stdout, "Usage: asyncfn <command> [flags]   (asyncfn <command> --help for its flags)\n\nCommands:\n%s\n", Commands)
+	default:
+		err = UnknownCommand(cmd, Commands)
 	}
-	return fmt.Errorf("unknown command %q; the commands are:\n%s", cmd, Commands)
+	return redactError(err)
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+func isHelpOrVersion(arg string) bool {
+	return isHelp(arg) || arg == "-version" || arg == "--version"
+}
+
+// plural says n things: 1 worker, 4 workers.
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 // common are the flags of every process that opens the store and runs workers.
@@ -78,12 +106,12 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet, workersDefault int) {
 	fs.StringVar(&c.store, "store", "asyncfn.db", storeHelp)
 	fs.IntVar(&c.workers, "workers", workersDefault, "batches run at once by this process's workers (0: none, a front end only)")
-	fs.DurationVar(&c.lease, "lease", 30*time.Second, "how long a worker's claim on a batch lasts without a heartbeat; a dead worker's batch is retried after it")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown waits for running batches before handing them back to the queue")
-	fs.DurationVar(&c.sweepInterval, "sweep-interval", time.Minute, "how often expired batches are deleted")
-	fs.DurationVar(&c.timeout, "function-timeout", asyncfn.DefaultTimeout, "how long one attempt of a function may run, for functions that do not set their own")
+	DurationVar(fs, &c.lease, "lease", 30*time.Second, "how long a worker's claim on a batch lasts without a heartbeat; a dead worker's batch is retried after it")
+	DurationVar(fs, &c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a shutdown waits for running batches before handing them back to the queue")
+	DurationVar(fs, &c.sweepInterval, "sweep-interval", time.Minute, "how often expired batches are deleted")
+	DurationVar(fs, &c.timeout, "function-timeout", asyncfn.DefaultTimeout, "how long one attempt of a function may run, for functions that do not set their own")
 	fs.IntVar(&c.attempts, "max-attempts", asyncfn.DefaultMaxAttempts, "attempts per batch (retryable errors and dead workers count), for functions that do not set their own")
-	fs.DurationVar(&c.backoff, "backoff", asyncfn.DefaultBackoff, "delay before a batch's first retry, doubled for each later one, for functions that do not set their own")
+	DurationVar(fs, &c.backoff, "backoff", asyncfn.DefaultBackoff, "delay before a batch's first retry, doubled for each later one, for functions that do not set their own")
 	c.log.register(fs)
 	c.comprehend.register(fs)
 }
@@ -116,13 +144,13 @@ func (c *common) prepare(prod *production, getenv func(string) string, stderr io
 func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, error) {
 	switch {
 	case c.timeout <= 0:
-		return nil, errors.New("--function-timeout must be positive")
+		return nil, Usagef("--function-timeout must be positive")
 	case c.attempts <= 0:
-		return nil, errors.New("--max-attempts must be positive")
+		return nil, Usagef("--max-attempts must be positive")
 	case c.backoff <= 0:
-		return nil, errors.New("--backoff must be positive")
+		return nil, Usagef("--backoff must be positive")
 	case c.workers < 0:
-		return nil, errors.New("--workers must not be negative")
+		return nil, Usagef("--workers must not be negative")
 	}
 	fns := make([]asyncfn.Function, len(functions))
 	for i, f := range functions {
@@ -145,7 +173,7 @@ func (c *common) newBackground(store asyncfn.Store, reg *asyncfn.Registry, hub *
 		sweeper: asyncfn.NewSweeper(store, logger, c.sweepInterval),
 	}
 	if c.sweepInterval <= 0 {
-		return nil, errors.New("--sweep-interval must be positive")
+		return nil, Usagef("--sweep-interval must be positive")
 	}
 	if c.workers > 0 {
 		cfg := asyncfn.DefaultPoolConfig()
@@ -187,11 +215,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	maxBody := fs.Int64("max-body-bytes", asyncfnhttp.DefaultMaxBodyBytes, "largest request body accepted, after decompression")
 	maxInflight := fs.Int64("max-inflight-bytes", asyncfnhttp.DefaultMaxInflightBytes(machineMemory()),
 		"bytes of request bodies read and decoded at once, across requests, past which a POST is answered 429 (Snowflake retries); default: a sixteenth of the machine's (or container's) memory, from 64 MB to 512 MB")
-	fs.DurationVar(&svcCfg.SyncWait, "sync-wait", svcCfg.SyncWait, "how long a POST waits for its batch to finish and answer 200 at once (0: answer 202 at once)")
-	fs.DurationVar(&svcCfg.PollWait, "poll-wait", svcCfg.PollWait, "how long a GET of an unfinished batch is held open before answering 202 (0: at once); keep below the proxy's timeout")
+	DurationVar(fs, &svcCfg.SyncWait, "sync-wait", svcCfg.SyncWait, "how long a POST waits for its batch to finish and answer 200 at once (0: answer 202 at once)")
+	DurationVar(fs, &svcCfg.PollWait, "poll-wait", svcCfg.PollWait, "how long a GET of an unfinished batch is held open before answering 202 (0: at once); keep below the proxy's timeout")
 	fs.IntVar(&svcCfg.MaxQueued, "max-queued", svcCfg.MaxQueued, "queued batches past which a POST of a new batch is answered 429")
-	fs.DurationVar(&svcCfg.Retention, "retention", svcCfg.Retention, "how long a batch whose answer is never collected is kept")
-	fs.DurationVar(&svcCfg.Grace, "grace", svcCfg.Grace, "how long an answer is kept after it was first served, for a retried GET")
+	DurationVar(fs, &svcCfg.Retention, "retention", svcCfg.Retention, "how long a batch whose answer is never collected is kept")
+	DurationVar(fs, &svcCfg.Grace, "grace", svcCfg.Grace, "how long an answer is kept after it was first served, for a retried GET")
 	var prod production
 	prod.register(fs, true)
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -202,7 +230,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	if err := svcCfg.Validate(); err != nil {
-		return fmt.Errorf("--%w", err)
+		return Usagef("--%w", err)
+	}
+	if err := checkStore(c.store); err != nil {
+		return err
+	}
+	// Listen before opening the store: a port in use fails before a store file is made.
+	ln, err := listen("--addr", *addr, keys, prod.insecure)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	metricsLn, err := prod.listenMetrics(keys)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer metricsLn.Close()
 	}
 	if *maxInflight < *maxBody {
 		return fmt.Errorf("--max-inflight-bytes %d must be at least --max-body-bytes %d, or no body of the largest size could ever be read", *maxInflight, *maxBody)
@@ -233,22 +277,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	handler := protect(asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, MaxInflightBytes: *maxInflight, Routes: routes}), m, keys, logger)
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("--addr %s: %w", *addr, err)
-	}
-	if err := checkExposure(ln, "--addr", keys, prod.insecure); err != nil {
-		ln.Close()
-		return err
-	}
-	metricsLn, err := prod.listenMetrics(keys)
-	if err != nil {
-		ln.Close()
-		return err
-	}
 	bg.start(ctx)
 	defer bg.stop()
-	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %d workers)\n", asyncfnhttp.Routes(reg), ln.Addr(), c.store, c.workers)
+	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %s)\n", asyncfnhttp.Routes(reg), ln.Addr(), redact(c.store), plural(c.workers, "worker"))
 	if metricsLn != nil {
 		fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
 	}
@@ -299,11 +330,30 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if c.workers <= 0 {
-		return errors.New("--workers must be positive for a worker process")
+		return Usagef("--workers must be positive for a worker process")
 	}
 	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, functions)
 	if err != nil {
 		return err
+	}
+	if err := checkStore(c.store); err != nil {
+		return err
+	}
+	// Listen before opening the store: a port in use fails before a store file is made.
+	var ln net.Listener
+	if *addr != "" {
+		// /healthz and /readyz tell nothing secret: open to load balancers, as on serve.
+		if ln, err = listen("--addr", *addr, nil, true); err != nil {
+			return err
+		}
+		defer ln.Close()
+	}
+	metricsLn, err := prod.listenMetrics(keys)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer metricsLn.Close()
 	}
 	store, err := openStore(ctx, c.store, logger)
 	if err != nil {
@@ -315,10 +365,6 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	c.observer = obs
-	metricsLn, err := prod.listenMetrics(keys)
-	if err != nil {
-		return err
-	}
 	announceMetrics := func() {
 		if metricsLn != nil {
 			fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
@@ -327,26 +373,19 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	hub := asyncfn.NewHub()
 	bg, err := c.newBackground(store, reg, hub, logger)
 	if err != nil {
-		if metricsLn != nil {
-			metricsLn.Close()
-		}
 		return err
 	}
 	bg.start(ctx)
 	defer bg.stop()
 	defer serveMetrics(ctx, metricsLn, m, keys, logger)()
-	if *addr == "" {
-		fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once)\n", asyncfnhttp.Routes(reg), c.store, c.workers)
+	if ln == nil {
+		fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once)\n", asyncfnhttp.Routes(reg), redact(c.store), c.workers)
 		announceMetrics()
 		<-ctx.Done()
 		logger.Info("shutting down")
 		return nil
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("--addr %s: %w", *addr, err)
-	}
-	fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once), health on http://%s\n", asyncfnhttp.Routes(reg), c.store, c.workers, ln.Addr())
+	fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once), health on http://%s\n", asyncfnhttp.Routes(reg), redact(c.store), c.workers, ln.Addr())
 	announceMetrics()
 	return serveHTTP(ctx, ln, asyncfnhttp.HealthHandler(store, logger), 0, logger)
 }
@@ -363,8 +402,13 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	if err := checkStore(*spec); err != nil {
+		return err
+	}
 	if isPostgres(*spec) {
-		err = postgres.Migrate(ctx, *spec, postgres.Options{Logger: logger})
+		if err = postgres.Migrate(ctx, *spec, postgres.Options{Logger: logger}); err != nil {
+			err = fmt.Errorf("--store %s: %w", redact(*spec), err)
+		}
 	} else {
 		var store asyncfn.Store
 		if store, err = openStore(ctx, *spec, logger); err == nil {
@@ -374,27 +418,27 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "asyncfn: the store %s is ready\n", *spec)
+	fmt.Fprintf(stdout, "asyncfn: the store %s is ready\n", redact(*spec))
 	return nil
 }
 
 func createTable(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dynamodb create-table", "Creates the DynamoDB table of a dynamodb:// store, with its indexes and TTL, and waits until it is active.", stderr)
-	spec := fs.String("store", "", "the table: dynamodb://TABLE?region=REGION&endpoint=URL")
+	spec := fs.String("store", "", "the table: dynamodb://TABLE?region=REGION&endpoint=URL (required)")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
 	if !strings.HasPrefix(*spec, "dynamodb://") {
-		return fmt.Errorf("--store %q: give the table as dynamodb://TABLE?region=...", *spec)
+		return Usagef("--store %s: give the table as dynamodb://TABLE?region=REGION", *spec)
 	}
 	store, err := dynamodb.Open(ctx, *spec)
 	if err != nil {
-		return err
+		return fmt.Errorf("--store %s: %w", redact(*spec), err)
 	}
 	defer store.Close()
 	if err := store.CreateTable(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "asyncfn: created the table of %s\n", *spec)
+	fmt.Fprintf(stdout, "asyncfn: created the table of %s\n", redact(*spec))
 	return nil
 }

@@ -76,7 +76,7 @@ func (p *production) apiKeys(getenv func(string) string) ([]string, error) {
 	}
 	for _, k := range keys {
 		if len(k) < minKeyLength {
-			return nil, fmt.Errorf("--api-key: a key must be at least %d characters long; make one with: openssl rand -hex 32", minKeyLength)
+			return nil, Usagef("--api-key: a key must be at least %d characters long; make one with: openssl rand -hex 32", minKeyLength)
 		}
 	}
 	return keys, nil
@@ -99,16 +99,22 @@ func (p *production) limit(functions []asyncfn.Function) ([]asyncfn.Function, er
 	return fns, nil
 }
 
-// checkExposure refuses a listener reachable from other machines without an API key,
-// unless --insecure: a service on 0.0.0.0 with no key is open to anyone who finds it.
-func checkExposure(ln net.Listener, flagName string, keys []string, insecure bool) error {
+// listen listens on the address of flag flagName, as typed, and refuses one reachable from
+// other machines without an API key, unless insecure: a service on 0.0.0.0 with no key is
+// open to anyone who finds it. Errors quote the address as typed.
+func listen(flagName, addr string, keys []string, insecure bool) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flagName, addr, err)
+	}
 	if len(keys) > 0 || insecure {
-		return nil
+		return ln, nil
 	}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
-		return nil
+		return ln, nil
 	}
-	return fmt.Errorf("%s %s is reachable from other machines and no API key is set: set --api-key (or ASYNCFN_API_KEYS) so that only callers with the key get in, or pass --insecure if something in front of the service (an API gateway, a private network) already keeps strangers out", flagName, ln.Addr())
+	ln.Close()
+	return nil, Usagef("%s %s is reachable from other machines and no API key is set: set --api-key (or ASYNCFN_API_KEYS) so that only callers with the key get in, pass --insecure if something in front of the service (an API gateway, a private network) already keeps strangers out, or listen on 127.0.0.1", flagName, addr)
 }
 
 // observe sets up metrics (and the status page for a front end) for a process serving
@@ -161,15 +167,7 @@ func (p *production) listenMetrics(keys []string) (net.Listener, error) {
 	if p.metricsAddr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", p.metricsAddr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", p.metricsAddr, err)
-	}
-	if err := checkExposure(ln, "--metrics-addr", keys, p.insecure); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
+	return listen("--metrics-addr", p.metricsAddr, keys, p.insecure)
 }
 
 // serveMetrics serves /metrics on ln (if not nil) in the background; stop shuts it down

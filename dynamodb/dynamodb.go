@@ -131,7 +131,7 @@ func Open(ctx context.Context, rawURL string, optFns ...func(*config.LoadOptions
 		return nil, fmt.Errorf("dynamodb: store URL: %w", err)
 	}
 	if u.Scheme != "dynamodb" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("dynamodb: store URL %q is not of the form dynamodb://TABLE?region=...&endpoint=...", rawURL)
+		return nil, fmt.Errorf("dynamodb: store URL %q is not of the form dynamodb://TABLE?region=REGION&endpoint=URL", rawURL)
 	}
 	q := u.Query()
 	for name := range q {

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// row is one line of the shared test vectors (see README.md there).
+// row is one line of the test vectors (see testdata/README.md).
 type row struct {
 	id        string
 	humanMean float64
@@ -17,26 +17,8 @@ type row struct {
 	ref       Scores
 }
 
-// testdataDir finds the shared test vectors: $ASYNCFN_TESTDATA/sentiment, or by default the
-// "shared" folder beside the repository checkout. They are not part of the repository, so
-// tests skip without them, except under CI, where their absence is a failure.
-func testdataDir(tb testing.TB) string {
-	base := os.Getenv("ASYNCFN_TESTDATA")
-	if base == "" {
-		base = filepath.Join("..", "..", "shared", "testdata")
-	}
-	dir := filepath.Join(base, "sentiment")
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("sentiment test vectors not found (CI is set): %v; set ASYNCFN_TESTDATA to the folder containing sentiment/", err)
-		}
-		tb.Skipf("sentiment test vectors not found: %v; set ASYNCFN_TESTDATA to the folder containing sentiment/", err)
-	}
-	return dir
-}
-
 func loadRows(tb testing.TB, name string) []row {
-	data, err := os.ReadFile(filepath.Join(testdataDir(tb), name))
+	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		tb.Fatal(err)
 	}

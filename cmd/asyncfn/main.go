@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,23 +18,20 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "asyncfn:", err)
-		os.Exit(1)
-	}
+	stop()
+	os.Exit(cli.ExitCode(os.Stderr, "asyncfn", err))
 }
+
+// commands are the server commands and the client ones.
+const commands = cli.Commands + `
+  call     call an external-function service as Snowflake does, and print the rows
+  bench    load an external-function service as Snowflake does, and report its speed`
 
 const usage = `Usage: asyncfn <command> [flags]   (asyncfn <command> --help for its flags)
 
 Commands:
-` + cli.Commands + `
-  call     call an external-function service as Snowflake does, and print the rows
-  bench    load an external-function service as Snowflake does, and report its speed
+` + commands + `
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -52,6 +47,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "", "serve", "worker", "migrate", "dynamodb", "version", "-version", "--version":
+	default:
+		if cmd[0] != '-' { // flags alone run serve
+			return cli.UnknownCommand(cmd, commands)
+		}
 	}
 	return cli.Main(ctx, args, getenv, stdout, stderr, functions()...)
 }

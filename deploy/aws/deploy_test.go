@@ -4,6 +4,7 @@ package aws
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"hash/crc32"
 	"io"
@@ -40,6 +41,52 @@ func TestBootstrapBuilds(t *testing.T) {
 		if fi, err := os.Stat(out); err != nil || fi.Size() == 0 {
 			t.Fatalf("GOARCH=%s: no bootstrap (%v)", arch, err)
 		}
+	}
+}
+
+// TestMakeFunctionArch runs the Makefile's function target with ARCH spelt as the template's
+// Architecture parameter spells it (x86_64), in a directory of its own so that the checkout
+// stays clean, and checks the bootstrap's machine; deploy passes Lambda's spelling to sam
+// for either spelling, and an unknown ARCH fails naming the accepted ones.
+func TestMakeFunctionArch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the bootstrap with make")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	t.Parallel()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	makefile := filepath.Join(root, "deploy", "aws", "Makefile")
+	mk := func(dir string, args ...string) (string, error) {
+		cmd := exec.Command("make", append([]string{"-f", makefile, "-C", dir, "ROOT=" + root}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	dir := t.TempDir()
+	if out, err := mk(dir, "function", "ARCH=x86_64"); err != nil {
+		t.Fatalf("make function ARCH=x86_64: %v\n%s", err, out)
+	}
+	f, err := elf.Open(filepath.Join(dir, "build", "function", "bootstrap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		t.Errorf("make function ARCH=x86_64 built a bootstrap for %v, want x86-64", f.Machine)
+	}
+	for _, arch := range []string{"x86_64", "amd64"} {
+		out, err := mk(dir, "-n", "deploy", "ARCH="+arch)
+		if err != nil || !strings.Contains(out, "Architecture=x86_64") {
+			t.Errorf("make -n deploy ARCH=%s: %v, want sam deploy with Architecture=x86_64:\n%s", arch, err, out)
+		}
+	}
+	out, err := mk(t.TempDir(), "function", "ARCH=sparc")
+	if err == nil || !strings.Contains(out, "ARCH=sparc: use arm64, or amd64 (also spelt x86_64)") {
+		t.Errorf("make function ARCH=sparc: %v, want an error naming the accepted values:\n%s", err, out)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package dyntest gives tests a DynamoDB table of their own on the endpoint named by
-// ASYNCFN_TEST_DYNAMODB, usually dynalite started from the repository's root:
+// ASYNCFN_TEST_DYNAMODB, usually dynalite started from the repository's root with
+// StartCommand:
 //
-//	node .ci/dynalite/node_modules/.bin/dynalite --port 4567 &
+//	npm ci --prefix .ci/dynalite && node .ci/dynalite/node_modules/dynalite/cli.js --port 4567 &
 //	ASYNCFN_TEST_DYNAMODB=http://127.0.0.1:4567 go test ./dynamodb/...
 package dyntest
 
@@ -20,13 +21,16 @@ import (
 // EnvVar names the endpoint of the DynamoDB-compatible server that tests use.
 const EnvVar = "ASYNCFN_TEST_DYNAMODB"
 
+// StartCommand starts dynalite on port 4567 from the repository's root, as the README says.
+const StartCommand = "npm ci --prefix .ci/dynalite && node .ci/dynalite/node_modules/dynalite/cli.js --port 4567"
+
 // Endpoint returns the test endpoint. Unset, it skips the test, or fails it under CI (CI
 // set), where a missing server must not pass as a green run.
 func Endpoint(t testing.TB) string {
 	t.Helper()
 	endpoint := os.Getenv(EnvVar)
 	if endpoint == "" {
-		msg := EnvVar + " is not set: start dynalite (npm ci --prefix .ci/dynalite && node .ci/dynalite/node_modules/.bin/dynalite --port 4567 &) and set " + EnvVar + "=http://127.0.0.1:4567"
+		msg := EnvVar + " is not set: start dynalite (" + StartCommand + " &) and set " + EnvVar + "=http://127.0.0.1:4567"
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}

@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -44,9 +43,7 @@ var functions = []asyncfn.Function{{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, functions...); err != nil {
-		fmt.Fprintln(os.Stderr, "wordcount:", err)
-		os.Exit(1)
-	}
+	err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, functions...)
+	stop()
+	os.Exit(cli.ExitCode(os.Stderr, "wordcount", err)) // 0, 1, or 2 for a usage error
 }
