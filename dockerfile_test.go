@@ -28,7 +28,7 @@ func serveAsDeployed(t *testing.T, args []string, env map[string]string) (banner
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, io.Discard)
+		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, io.Discard, cli.Options{})
 		pw.CloseWithError(io.EOF)
 		done <- err
 	}()

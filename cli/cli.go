@@ -4,7 +4,7 @@
 //
 //	func main() {
 //		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-//		err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, myFunctions...)
+//		err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, cli.Options{Functions: myFunctions})
 //		stop()
 //		os.Exit(cli.ExitCode(os.Stderr, "mybinary", err)) // 0, 1, or 2 for a usage error
 //	}
@@ -34,12 +34,29 @@ const Commands = `  serve    run the service: HTTP front end and workers (the de
   dynamodb create-table --store dynamodb://TABLE: create a DynamoDB table with its indexes and TTL
   version  print the module version and the commit of this build`
 
+// Options are what a binary built on Main serves, and the cross-cutting behaviour it adds
+// to asyncfn's own (authentication, metrics, the status page, the flags' rate limits).
+type Options struct {
+	// Functions are the functions served.
+	Functions []asyncfn.Function
+	// FunctionMiddleware wraps every function, the first outermost, inside the rate
+	// limits of --rate-limit.
+	FunctionMiddleware []asyncfn.Middleware
+	// HTTPMiddleware wraps serve's HTTP handler, the first outermost, inside
+	// authentication and the request metrics (so a request refused for want of a key
+	// never reaches it).
+	HTTPMiddleware []func(http.Handler) http.Handler
+	// Observers are told what the front end and the workers do, beside the metrics and
+	// the status page.
+	Observers []asyncfn.Observer
+}
+
 // Main runs the server command named by args[0] (serve when args is empty or starts with
 // a flag) with the given functions. It returns when ctx is done (after a graceful
 // shutdown) or on error: flag.ErrHelp when help was asked for (and printed), a
 // *UsageError for a command line that cannot run. Secrets in the store's DSN are redacted
 // from every message and log line. ExitCode turns the error into an exit status.
-func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions ...asyncfn.Function) error {
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts Options) error {
 	cmd, rest := "serve", args
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' || len(args) > 0 && isHelpOrVersion(args[0]) {
 		cmd, rest = args[0], args[1:]
@@ -47,9 +64,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	var err error
 	switch cmd {
 	case "serve":
-		err = serve(ctx, rest, getenv, stdout, stderr, functions)
+		err = serve(ctx, rest, getenv, stdout, stderr, opts)
 	case "worker":
-		err = worker(ctx, rest, getenv, stdout, stderr, functions)
+		err = worker(ctx, rest, getenv, stdout, stderr, opts)
 	case "migrate":
 		err = migrate(ctx, rest, getenv, stdout, stderr)
 	case "dynamodb":
@@ -100,7 +117,6 @@ type common struct {
 	backoff         time.Duration
 	log             logFlags
 	comprehend      comprehendFlags
-	observer        asyncfn.Observer // set by the command before newBackground
 }
 
 func (c *common) register(fs *flag.FlagSet, workersDefault int) {
@@ -118,7 +134,7 @@ func (c *common) register(fs *flag.FlagSet, workersDefault int) {
 
 // prepare turns the parsed flags of a server command into its logger, API keys and
 // registry (rate limits applied).
-func (c *common) prepare(prod *production, getenv func(string) string, stderr io.Writer, functions []asyncfn.Function) (*slog.Logger, []string, *asyncfn.Registry, error) {
+func (c *common) prepare(prod *production, getenv func(string) string, stderr io.Writer, opts Options) (*slog.Logger, []string, *asyncfn.Registry, error) {
 	logger, err := c.log.logger(stderr)
 	if err != nil {
 		return nil, nil, nil, err
@@ -127,10 +143,11 @@ func (c *common) prepare(prod *production, getenv func(string) string, stderr io
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if functions, err = c.comprehend.add(functions, logger); err != nil {
+	functions, err := c.comprehend.add(opts.Functions, logger)
+	if err != nil {
 		return nil, nil, nil, err
 	}
-	if functions, err = prod.limit(functions); err != nil {
+	if functions, err = prod.limit(asyncfn.Wrap(functions, opts.FunctionMiddleware...)); err != nil {
 		return nil, nil, nil, err
 	}
 	reg, err := c.registry(functions)
@@ -159,54 +176,18 @@ func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, erro
 	return asyncfn.NewRegistry(fns...)
 }
 
-// background are the loops a process runs beside its HTTP server, in start order.
-type background struct {
-	relay   *asyncfn.Relay
-	pool    *asyncfn.Pool // nil without workers
-	sweeper *asyncfn.Sweeper
-}
-
-// newBackground builds the loops without starting them: the service needs the pool.
-func (c *common) newBackground(store asyncfn.Store, reg *asyncfn.Registry, hub *asyncfn.Hub, logger *slog.Logger) (*background, error) {
-	bg := &background{
-		relay:   &asyncfn.Relay{Store: store, Hub: hub, Logger: logger},
-		sweeper: asyncfn.NewSweeper(store, logger, c.sweepInterval),
-	}
+// runtime builds the parts of the process over store, reporting to obs.
+func (c *common) runtime(store asyncfn.Store, reg *asyncfn.Registry, logger *slog.Logger, svc asyncfn.ServiceConfig, obs asyncfn.Observer) (*asyncfn.Runtime, error) {
 	if c.sweepInterval <= 0 {
 		return nil, Usagef("--sweep-interval must be positive")
 	}
-	if c.workers > 0 {
-		cfg := asyncfn.DefaultPoolConfig()
-		cfg.Concurrency, cfg.Lease, cfg.ShutdownTimeout = c.workers, c.lease, c.shutdownTimeout
-		cfg.Observer = c.observer
-		pool, err := asyncfn.NewPool(store, reg, hub, logger, cfg)
-		if err != nil {
-			return nil, err
-		}
-		bg.pool = pool
-	}
-	return bg, nil
+	rc := asyncfn.DefaultRuntimeConfig()
+	rc.Service, rc.Workers, rc.SweepInterval, rc.Observer = svc, c.workers, c.sweepInterval, obs
+	rc.Pool.Lease, rc.Pool.ShutdownTimeout = c.lease, c.shutdownTimeout
+	return asyncfn.NewRuntime(store, reg, logger, rc)
 }
 
-func (bg *background) start(ctx context.Context) {
-	bg.relay.Start(ctx)
-	if bg.pool != nil {
-		bg.pool.Start(ctx)
-	}
-	bg.sweeper.Start(ctx)
-}
-
-// stop stops the loops: workers first (they finish or hand back their batches while the
-// store is still open), then the sweeper and the relay.
-func (bg *background) stop() {
-	if bg.pool != nil {
-		bg.pool.Stop()
-	}
-	bg.sweeper.Stop()
-	bg.relay.Stop()
-}
-
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions []asyncfn.Function) error {
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts Options) error {
 	fs := newFlagSet("serve", "Runs the asynchronous remote service: the HTTP front end that Snowflake calls, and workers.", stderr)
 	var c common
 	c.register(fs, asyncfn.DefaultPoolConfig().Concurrency)
@@ -225,7 +206,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, functions)
+	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, opts)
 	if err != nil {
 		return err
 	}
@@ -260,25 +241,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := c.comprehend.observe(m); err != nil {
 		return err
 	}
-	svcCfg.Observer, c.observer = obs, obs
 	routes, err := prod.routes(reg, m, rec, logger)
 	if err != nil {
 		return err
 	}
-	hub := asyncfn.NewHub()
-	bg, err := c.newBackground(store, reg, hub, logger)
+	rt, err := c.runtime(store, reg, logger, svcCfg, asyncfn.Observers(append([]asyncfn.Observer{obs}, opts.Observers...)...))
 	if err != nil {
 		return err
 	}
-	svcCfg.Local = bg.pool
-	svc, err := asyncfn.NewService(store, reg, hub, logger, svcCfg)
-	if err != nil {
-		return err
+	var handler http.Handler = asyncfnhttp.NewHandler(rt.Service(), logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, MaxInflightBytes: *maxInflight, Routes: routes})
+	for i := len(opts.HTTPMiddleware) - 1; i >= 0; i-- {
+		handler = opts.HTTPMiddleware[i](handler)
 	}
-	handler := protect(asyncfnhttp.NewHandler(svc, logger, asyncfnhttp.Config{MaxBodyBytes: *maxBody, MaxInflightBytes: *maxInflight, Routes: routes}), m, keys, logger)
+	handler = protect(handler, m, keys, logger)
 
-	bg.start(ctx)
-	defer bg.stop()
+	rt.Start(ctx)
+	defer rt.Stop()
 	fmt.Fprintf(stdout, "asyncfn: serving %s on http://%s (store %s, %s)\n", asyncfnhttp.Routes(reg), ln.Addr(), redact(c.store), plural(c.workers, "worker"))
 	if metricsLn != nil {
 		fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
@@ -319,7 +297,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, handler http.Handler, pollW
 	return nil
 }
 
-func worker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, functions []asyncfn.Function) error {
+func worker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts Options) error {
 	fs := newFlagSet("worker", "Runs workers only, on a store shared with front ends (asyncfn serve --workers 0).", stderr)
 	var c common
 	c.register(fs, asyncfn.DefaultPoolConfig().Concurrency)
@@ -332,7 +310,7 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if c.workers <= 0 {
 		return Usagef("--workers must be positive for a worker process")
 	}
-	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, functions)
+	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, opts)
 	if err != nil {
 		return err
 	}
@@ -364,19 +342,17 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := c.comprehend.observe(m); err != nil {
 		return err
 	}
-	c.observer = obs
 	announceMetrics := func() {
 		if metricsLn != nil {
 			fmt.Fprintf(stdout, "asyncfn: metrics on http://%s/metrics\n", metricsLn.Addr())
 		}
 	}
-	hub := asyncfn.NewHub()
-	bg, err := c.newBackground(store, reg, hub, logger)
+	rt, err := c.runtime(store, reg, logger, asyncfn.DefaultServiceConfig(), asyncfn.Observers(append([]asyncfn.Observer{obs}, opts.Observers...)...))
 	if err != nil {
 		return err
 	}
-	bg.start(ctx)
-	defer bg.stop()
+	rt.Start(ctx)
+	defer rt.Stop()
 	defer serveMetrics(ctx, metricsLn, m, keys, logger)()
 	if ln == nil {
 		fmt.Fprintf(stdout, "asyncfn: worker running %s (store %s, %d at once)\n", asyncfnhttp.Routes(reg), redact(c.store), c.workers)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
 	"github.com/asyncfn/asyncfn/postgres/pgtest"
 )
@@ -25,7 +26,7 @@ func runOutput(t *testing.T, args []string, env map[string]string) (stdout, stde
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- cli.Main(ctx, args, func(k string) string { return env[k] }, &out, &errOut, echoFn)
+		done <- cli.Main(ctx, args, func(k string) string { return env[k] }, &out, &errOut, cli.Options{Functions: []asyncfn.Function{echoFn}})
 	}()
 	deadline := time.After(30 * time.Second)
 	for {

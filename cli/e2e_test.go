@@ -763,13 +763,13 @@ func TestConfiguration(t *testing.T) {
 			}
 			var stderr syncBuffer
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			err := cli.Main(ctx, args, func(k string) string { return tc.env[k] }, &syncBuffer{}, &stderr, echoFn)
+			err := cli.Main(ctx, args, func(k string) string { return tc.env[k] }, &syncBuffer{}, &stderr, cli.Options{Functions: []asyncfn.Function{echoFn}})
 			cancel()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Main %v env %v = %v, want an error naming %s", tc.args, tc.env, err, tc.want)
 			}
 		}
-		if err := cli.Main(context.Background(), []string{"serve-all"}, func(string) string { return "" }, &syncBuffer{}, &syncBuffer{}); err == nil ||
+		if err := cli.Main(context.Background(), []string{"serve-all"}, func(string) string { return "" }, &syncBuffer{}, &syncBuffer{}, cli.Options{}); err == nil ||
 			!strings.Contains(err.Error(), `unknown command "serve-all"`) {
 			t.Errorf("Main of an unknown command = %v", err)
 		}
@@ -782,7 +782,7 @@ func TestConfiguration(t *testing.T) {
 			"migrate": {"--store"},
 		} {
 			var stdout, stderr syncBuffer
-			err := cli.Main(context.Background(), []string{cmd, "--help"}, func(string) string { return "" }, &stdout, &stderr, echoFn)
+			err := cli.Main(context.Background(), []string{cmd, "--help"}, func(string) string { return "" }, &stdout, &stderr, cli.Options{Functions: []asyncfn.Function{echoFn}})
 			if !errors.Is(err, flag.ErrHelp) {
 				t.Errorf("%s --help = %v, want flag.ErrHelp", cmd, err)
 			}
@@ -797,7 +797,7 @@ func TestConfiguration(t *testing.T) {
 			}
 		}
 		var stderr syncBuffer
-		cli.Main(context.Background(), []string{"serve", "--help"}, func(string) string { return "" }, &syncBuffer{}, &stderr)
+		cli.Main(context.Background(), []string{"serve", "--help"}, func(string) string { return "" }, &syncBuffer{}, &stderr, cli.Options{})
 		for _, want := range []string{"default 1s; env ASYNCFN_SYNC_WAIT", "default 10s; env ASYNCFN_POLL_WAIT", "default 1000; env ASYNCFN_MAX_QUEUED",
 			"default 12h0m0s; env ASYNCFN_RETENTION", "default 10m0s; env ASYNCFN_GRACE", "default 127.0.0.1:8080; env ASYNCFN_ADDR"} {
 			if !strings.Contains(stderr.String(), want) {
@@ -813,7 +813,7 @@ func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "sub", "a.db")
 	var stdout syncBuffer
-	if err := cli.Main(context.Background(), []string{"migrate", "--store", store}, func(string) string { return "" }, &stdout, &syncBuffer{}); err != nil {
+	if err := cli.Main(context.Background(), []string{"migrate", "--store", store}, func(string) string { return "" }, &stdout, &syncBuffer{}, cli.Options{}); err != nil {
 		t.Fatalf("migrate = %v", err)
 	}
 	if !strings.Contains(stdout.String(), "is ready") {

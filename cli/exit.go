@@ -68,7 +68,7 @@ func PrintFlags(w io.Writer, fs *flag.FlagSet, env func(flagName string) string)
 // printed) and returns the exit status: 0 for success and help, 2 for a *UsageError, 1
 // for any other error.
 //
-//	err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, functions...)
+//	err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, cli.Options{Functions: functions})
 //	stop()
 //	os.Exit(cli.ExitCode(os.Stderr, "wordcount", err))
 func ExitCode(stderr io.Writer, name string, err error) int {

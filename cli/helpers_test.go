@@ -61,6 +61,12 @@ var bannerRE = regexp.MustCompile(`^asyncfn: serving .* on http://(\S+) \(`)
 // It returns Main's error if Main returns before printing one.
 func runMain(t testing.TB, args []string, env map[string]string, fns ...asyncfn.Function) (*server, error) {
 	t.Helper()
+	return runMainWith(t, args, env, cli.Options{Functions: fns})
+}
+
+// runMainWith is runMain with every option of cli.Main.
+func runMainWith(t testing.TB, args []string, env map[string]string, opts cli.Options) (*server, error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	s := &server{
@@ -72,7 +78,7 @@ func runMain(t testing.TB, args []string, env map[string]string, fns ...asyncfn.
 	}
 	getenv := func(name string) string { return env[name] }
 	go func() {
-		err := cli.Main(ctx, args, getenv, pw, s.Stderr, fns...)
+		err := cli.Main(ctx, args, getenv, pw, s.Stderr, opts)
 		pw.CloseWithError(fmt.Errorf("cli.Main returned: %v", err))
 		s.done <- err
 	}()

@@ -163,7 +163,7 @@ func TestPostgresMigrate(t *testing.T) {
 	}
 	migrate := func(dsn string) error {
 		var stdout, stderr syncBuffer
-		err := cli.Main(context.Background(), []string{"migrate", "--store", dsn}, func(string) string { return "" }, &stdout, &stderr)
+		err := cli.Main(context.Background(), []string{"migrate", "--store", dsn}, func(string) string { return "" }, &stdout, &stderr, cli.Options{})
 		if err == nil && !strings.Contains(stdout.String(), "is ready") {
 			return fmt.Errorf("migrate printed %q", stdout.String())
 		}

@@ -48,7 +48,7 @@ func opsStart(t *testing.T, args []string, env map[string]string, fns ...asyncfn
 	s := &opsServer{t: t, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	go func() {
-		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, s.stderr, fns...)
+		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, s.stderr, cli.Options{Functions: fns})
 		pw.CloseWithError(fmt.Errorf("cli.Main returned: %v", err))
 		s.done <- err
 	}()
@@ -218,7 +218,7 @@ func opsRun(t *testing.T, args []string, env map[string]string, fns ...asyncfn.F
 	done := make(chan error, 1)
 	pr, pw := io.Pipe()
 	go func() {
-		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, io.Discard, fns...)
+		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, io.Discard, cli.Options{Functions: fns})
 		pw.Close()
 		done <- err
 	}()

@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return cli.UnknownCommand(cmd, commands)
 		}
 	}
-	return cli.Main(ctx, args, getenv, stdout, stderr, functions()...)
+	return cli.Main(ctx, args, getenv, stdout, stderr, cli.Options{Functions: functions()})
 }
 
 // functions are the functions asyncfn serves.

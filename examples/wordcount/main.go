@@ -43,7 +43,7 @@ var functions = []asyncfn.Function{{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, functions...)
+	err := cli.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, cli.Options{Functions: functions})
 	stop()
 	os.Exit(cli.ExitCode(os.Stderr, "wordcount", err)) // 0, 1, or 2 for a usage error
 }

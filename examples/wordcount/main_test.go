@@ -18,7 +18,7 @@ func TestWordCount(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- cli.Main(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--store", filepath.Join(t.TempDir(), "a.db"), "--sync-wait", "5s"},
-			func(string) string { return "" }, w, io.Discard, functions...)
+			func(string) string { return "" }, w, io.Discard, cli.Options{Functions: functions})
 		w.Close()
 	}()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
