@@ -15,7 +15,7 @@ import (
 // brought its batch, through the store, but never the API key.
 func TestRequestHeaders(t *testing.T) {
 	t.Parallel()
-	store, err := sqlite.Open(t.TempDir() + "/a.db")
+	store, err := sqlite.Open(context.Background(), t.TempDir()+"/a.db", sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

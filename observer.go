@@ -2,6 +2,14 @@ package asyncfn
 
 import "time"
 
+// Log attribute keys of a batch, the same in every package's log lines, so that one
+// batch's or query's lines can be found together.
+const (
+	LogFunction = "function"
+	LogBatchID  = "batch_id"
+	LogQueryID  = "query_id"
+)
+
 // Observer is told what a Service and a Pool do, for metrics, status pages and traces,
 // without the domain depending on any of them. Its methods are called synchronously on
 // the hot path, from many goroutines at once: they must be safe for concurrent use, quick,

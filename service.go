@@ -202,7 +202,7 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(s.cfg.Retention),
 	}
-	log := s.logger.With("function", r.Key.Function, "batch_id", r.Key.BatchID, "query_id", r.QueryID)
+	log := s.logger.With(LogFunction, r.Key.Function, LogBatchID, r.Key.BatchID, LogQueryID, r.QueryID)
 	deadline := time.Now().Add(s.cfg.SyncWait)
 	local := s.reserve(ctx, r.Key.Function, deadline)
 	if local != nil {
@@ -381,9 +381,9 @@ func (s *Service) redispatchStalled(ctx context.Context, b *Batch) {
 	if !stalled {
 		return
 	}
-	s.logger.Warn("batch stalled; dispatching it again", "function", b.Key.Function, "batch_id", b.Key.BatchID, "state", b.State)
+	s.logger.Warn("batch stalled; dispatching it again", LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, "state", b.State)
 	if err := d.Dispatch(ctx, b.Key); err != nil {
-		s.logger.Error("could not dispatch a stalled batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
+		s.logger.Error("could not dispatch a stalled batch", LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, "err", err)
 	}
 }
 
@@ -400,7 +400,7 @@ func (s *Service) delivered(ctx context.Context, b *Batch) *Batch {
 		defer cancel()
 		err := s.store.MarkDelivered(ctx, b.Key, now, now.Add(s.cfg.Grace))
 		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
-			s.logger.Warn("could not record the delivery of a batch", "function", b.Key.Function, "batch_id", b.Key.BatchID, "err", err)
+			s.logger.Warn("could not record the delivery of a batch", LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, "err", err)
 		}
 	}()
 	return b

@@ -158,7 +158,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 	}
 	b, err := p.store.ClaimKey(ctx, key, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: 1})
 	if errors.Is(err, ErrNotClaimable) || errors.Is(err, ErrNotFound) {
-		p.logger.Info("batch not claimable; nothing to do", "function", key.Function, "batch_id", key.BatchID, "reason", err)
+		p.logger.Info("batch not claimable; nothing to do", LogFunction, key.Function, LogBatchID, key.BatchID, "reason", err)
 		return nil
 	}
 	if err != nil {
@@ -355,7 +355,7 @@ func (r *reservation) Cancel() {
 // cancelled when the pool gives up waiting at shutdown.
 func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	defer p.running.Done()
-	log := p.logger.With("function", b.Key.Function, "batch_id", b.Key.BatchID, "query_id", b.QueryID, "attempt", b.Attempts)
+	log := p.logger.With(LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, LogQueryID, b.QueryID, "attempt", b.Attempts)
 	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -436,7 +436,7 @@ func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]b
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				p.logger.Error("function panicked", "function", fn.Name, "batch_id", b.Key.BatchID, "panic", r, "stack", string(debug.Stack()))
+				p.logger.Error("function panicked", LogFunction, fn.Name, LogBatchID, b.Key.BatchID, "panic", r, "stack", string(debug.Stack()))
 				done <- outcome{err: &Error{Kind: Internal, Message: fmt.Sprintf("the function %s panicked: %v.", fn.Name, r)}}
 			}
 		}()

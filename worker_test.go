@@ -369,7 +369,7 @@ func TestSweeper(t *testing.T) {
 	for name, open := range map[string]func(t *testing.T) asyncfn.Store{
 		"memory": func(t *testing.T) asyncfn.Store { return memory.New() },
 		"sqlite": func(t *testing.T) asyncfn.Store {
-			s, err := sqlite.Open(filepath.Join(t.TempDir(), "a.db"))
+			s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "a.db"), sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -407,7 +407,7 @@ func createTable(ctx context.Context, args []string, getenv func(string) string,
 	if !strings.HasPrefix(*spec, "dynamodb://") {
 		return Usagef("--store %s: give the table as dynamodb://TABLE?region=REGION", *spec)
 	}
-	store, err := dynamodb.Open(ctx, *spec)
+	store, err := dynamodb.Open(ctx, *spec, dynamodb.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return fmt.Errorf("--store %s: %w", redact(*spec), err)
 	}

@@ -422,7 +422,7 @@ func TestBackpressure(t *testing.T) {
 
 func storeStats(t *testing.T, path string) asyncfn.Stats {
 	t.Helper()
-	db, err := sqlite.Open(path)
+	db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -673,7 +673,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("the held GET was not answered at shutdown")
 	}
 
-	db, err := sqlite.Open(store)
+	db, err := sqlite.Open(context.Background(), store, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("reopening the store after shutdown: %v", err)
 	}

@@ -75,11 +75,11 @@ func openChecked(ctx context.Context, spec string, logger *slog.Logger) (asyncfn
 	case spec == "memory":
 		return memory.New(), nil
 	case strings.HasPrefix(spec, "sqlite:"):
-		return sqlite.Open(strings.TrimPrefix(spec, "sqlite:"))
+		return sqlite.Open(ctx, strings.TrimPrefix(spec, "sqlite:"), sqlite.Options{Logger: logger})
 	case strings.HasPrefix(spec, "dynamodb://"):
-		return dynamodb.Open(ctx, spec)
+		return dynamodb.Open(ctx, spec, dynamodb.Options{Logger: logger})
 	}
-	return sqlite.Open(spec)
+	return sqlite.Open(ctx, spec, sqlite.Options{Logger: logger})
 }
 
 func isPostgres(spec string) bool {

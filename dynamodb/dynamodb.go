@@ -104,28 +104,33 @@ import (
 	"github.com/asyncfn/asyncfn"
 )
 
+// Options configure a store.
+type Options struct {
+	// Logger receives what the store tells an operator (a server without TTL). Nil:
+	// nothing is logged.
+	Logger *slog.Logger
+	// AWS adjust the SDK's configuration after the URL's (credentials, retries). Nil:
+	// the SDK's defaults.
+	AWS []func(*config.LoadOptions) error
+}
+
 // Store is an asyncfn.Store on one DynamoDB table.
 type Store struct {
 	client *dynamodb.Client
 	table  string
+	log    *slog.Logger
 	closed atomic.Bool
 }
 
 var _ asyncfn.Store = (*Store)(nil)
-
-// New returns a store on table through client, for callers that build their own client
-// (the Lambda wiring).
-func New(client *dynamodb.Client, table string) *Store {
-	return &Store{client: client, table: table}
-}
 
 // Open returns a store for a URL of the form dynamodb://TABLE?region=REGION&endpoint=URL.
 // Both parameters are optional: the region and credentials come from the SDK's default
 // chain (environment, shared config, instance or task role) and the endpoint from AWS's
 // resolution. A custom endpoint (dynalite, DynamoDB Local) defaults to region us-east-1 and,
 // when neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set, to static dummy credentials, which
-// such servers accept. optFns adjust the SDK's configuration further.
-func Open(ctx context.Context, rawURL string, optFns ...func(*config.LoadOptions) error) (*Store, error) {
+// such servers accept.
+func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("dynamodb: store URL: %w", err)
@@ -147,7 +152,7 @@ func Open(ctx context.Context, rawURL string, optFns ...func(*config.LoadOptions
 	if endpoint != "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
 		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("dummy", "dummy", "")))
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, append(opts, optFns...)...)
+	cfg, err := config.LoadDefaultConfig(ctx, append(opts, o.AWS...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dynamodb: AWS configuration: %w", err)
 	}
@@ -162,7 +167,11 @@ func Open(ctx context.Context, rawURL string, optFns ...func(*config.LoadOptions
 			o.BaseEndpoint = aws.String(endpoint)
 		}
 	})
-	return New(client, u.Host), nil
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{client: client, table: u.Host, log: log}, nil
 }
 
 // Index names and the attributes the table and its indexes are keyed on.
@@ -232,7 +241,7 @@ func (s *Store) CreateTable(ctx context.Context) error {
 		},
 	})
 	if apiErr := (smithy.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "UnknownOperationException" {
-		slog.WarnContext(ctx, "dynamodb: the server does not implement UpdateTimeToLive (dynalite?): expired items are removed by Sweep only",
+		s.log.WarnContext(ctx, "dynamodb: the server does not implement UpdateTimeToLive (dynalite?): expired items are removed by Sweep only",
 			"table", s.table)
 		return nil
 	}

@@ -36,7 +36,7 @@ func newStore(t *testing.T) *dynamodb.Store {
 // open opens a store on storeURL, closed when the test ends.
 func open(t *testing.T, storeURL string) *dynamodb.Store {
 	t.Helper()
-	s, err := dynamodb.Open(ctx, storeURL)
+	s, err := dynamodb.Open(ctx, storeURL, dynamodb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestOpenURL(t *testing.T) {
 		"dynamodb://table/extra",
 		"dynamodb://table?regoin=us-east-1",
 	} {
-		if _, err := dynamodb.Open(ctx, bad); err == nil {
+		if _, err := dynamodb.Open(ctx, bad, dynamodb.Options{}); err == nil {
 			t.Errorf("Open(%q) succeeded, want an error", bad)
 		}
 	}

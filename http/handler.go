@@ -317,7 +317,7 @@ func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error, 
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Round(time.Second).Seconds())))
 	}
 	if a.status >= 500 && !errors.Is(err, context.Canceled) {
-		h.logger.Error("request failed", "method", r.Method, "function", key.Function, "batch_id", key.BatchID, "status", a.status, "err", err)
+		h.logger.Error("request failed", "method", r.Method, asyncfn.LogFunction, key.Function, asyncfn.LogBatchID, key.BatchID, "status", a.status, "err", err)
 	}
 	if r.Method == http.MethodPost {
 		h.svc.Observer().BatchRejected(key.Function, a.reason)

@@ -102,7 +102,7 @@ func (h *Handler) work(ctx context.Context, e WorkerEvent) error {
 	key := asyncfn.Key{Function: e.Function, BatchID: e.BatchID}
 	err := h.Pool.Process(context.WithoutCancel(ctx), key)
 	if errors.Is(err, asyncfn.ErrUnknownFunction) {
-		h.Logger.Error("worker event for a function this binary does not serve; dropped", "function", key.Function, "batch_id", key.BatchID)
+		h.Logger.Error("worker event for a function this binary does not serve; dropped", asyncfn.LogFunction, key.Function, asyncfn.LogBatchID, key.BatchID)
 		return nil
 	}
 	if err != nil {

@@ -46,7 +46,7 @@ type Options struct {
 	// connection of its own, outside the pool.
 	MaxConns int32
 	// Logger receives the migrations applied and the notifications that could not be
-	// read. Nil: slog.Default().
+	// read. Nil: nothing is logged.
 	Logger *slog.Logger
 }
 
@@ -120,7 +120,7 @@ func logger(opts Options) *slog.Logger {
 	if opts.Logger != nil {
 		return opts.Logger
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 // schemaName is what a schema may be called: no quoting surprises in SQL text, in LISTEN,

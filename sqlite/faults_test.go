@@ -48,7 +48,7 @@ func payloadOf(id string, size int) []byte {
 // closes a store would hold that store's file lock for an instant.
 func TestDiskFull(t *testing.T) {
 	dir, resize := storetest.SmallDisk(t, 4<<20)
-	s, err := sqlite.Open(filepath.Join(dir, "asyncfn.db"))
+	s, err := sqlite.Open(context.Background(), filepath.Join(dir, "asyncfn.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestOpenDamaged(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "asyncfn.db")
-			s, err := sqlite.Open(path)
+			s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,7 +163,7 @@ func TestOpenDamaged(t *testing.T) {
 			os.Remove(path + "-wal")
 			os.Remove(path + "-shm")
 			tc.damage(t, path)
-			s, err = sqlite.Open(path)
+			s, err = sqlite.Open(context.Background(), path, sqlite.Options{})
 			if err == nil {
 				s.Close()
 				t.Fatal("Open of a damaged file succeeded")

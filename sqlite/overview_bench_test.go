@@ -16,7 +16,7 @@ import (
 // rest succeeded, 600 of them in the last minute.
 func BenchmarkOverview(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "asyncfn.db")
-	s, err := sqlite.Open(path) // creates the schema
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{}) // creates the schema
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func BenchmarkOverview(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if s, err = sqlite.Open(path); err != nil {
+	if s, err = sqlite.Open(context.Background(), path, sqlite.Options{}); err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()

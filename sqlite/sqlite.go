@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +28,13 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 )
+
+// Options configure a store.
+type Options struct {
+	// Logger receives what opening the file did: a schema upgraded, the leases of a
+	// previous process expired. Nil: nothing is logged.
+	Logger *slog.Logger
+}
 
 // Store is an asyncfn.Store in a SQLite file.
 type Store struct {
@@ -92,7 +100,11 @@ var upgrades = []string{
 // Open opens (creating if needed) the store in the file at path. It takes an exclusive
 // lock on the file for the life of the process, and expires the leases left by a previous
 // process, whose batches are then claimed again at once (their attempts stay counted).
-func Open(path string) (*Store, error) {
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("sqlite store: %w", err)
@@ -120,7 +132,6 @@ func Open(path string) (*Store, error) {
 	}
 	read.SetMaxOpenConns(8)
 	s := &Store{write: write, read: read, lock: lock}
-	ctx := context.Background()
 	// 8 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
 	// payloads and results of hundreds of kilobytes go to the WAL a page, a system call
 	// and a checksum at a time, while every small update writes a whole page. Measured on
@@ -139,6 +150,7 @@ func Open(path string) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("sqlite store %s: upgrading the schema to version %d: %w", path, v+1, err)
 		}
+		log.Info("sqlite: upgraded the schema", "file", path, "version", v+1)
 	}
 	// A damaged file is found now, with its name, rather than by the first batch that
 	// touches the damaged page. quick_check reads every page once: about a second per
@@ -151,9 +163,13 @@ func Open(path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: creating the schema: %w", path, err)
 	}
-	if _, err := write.ExecContext(ctx, `UPDATE batches SET lease_until = 0 WHERE state = 'running'`); err != nil {
+	res, err := write.ExecContext(ctx, `UPDATE batches SET lease_until = 0 WHERE state = 'running'`)
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: expiring old leases: %w", path, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		log.Warn("sqlite: batches left running by a previous process will run again", "file", path, "batches", n)
 	}
 	return s, nil
 }

@@ -18,7 +18,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "asyncfn.db")
-	s, err := sqlite.Open(path)
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

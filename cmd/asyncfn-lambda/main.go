@@ -41,7 +41,7 @@ func setup(ctx context.Context) (*lambda.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := dynamodb.Open(ctx, cfg.Store)
+	store, err := dynamodb.Open(ctx, cfg.Store, dynamodb.Options{Logger: logger})
 	if err != nil {
 		return nil, err
 	}

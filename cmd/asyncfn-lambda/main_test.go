@@ -229,7 +229,7 @@ type stack struct {
 func newStack(t *testing.T) *stack {
 	emulatorPath(t) // skip before making a table
 	storeURL := dyntest.Table(t)
-	store, err := dynamodb.Open(context.Background(), storeURL)
+	store, err := dynamodb.Open(context.Background(), storeURL, dynamodb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

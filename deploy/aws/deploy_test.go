@@ -198,7 +198,7 @@ func TestTemplateTableMatchesCreateTable(t *testing.T) {
 		io.WriteString(w, answer)
 	}))
 	defer srv.Close()
-	store, err := dynamodb.Open(context.Background(), "dynamodb://t?endpoint="+srv.URL)
+	store, err := dynamodb.Open(context.Background(), "dynamodb://t?endpoint="+srv.URL, dynamodb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func Table(t testing.TB) string {
 	storeURL := fmt.Sprintf("dynamodb://asyncfn-test-%016x?%s", rand.Uint64(), q.Encode())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := dynamodb.Open(ctx, storeURL)
+	s, err := dynamodb.Open(ctx, storeURL, dynamodb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
