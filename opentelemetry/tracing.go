@@ -143,10 +143,6 @@ const (
 	AttrError    = attribute.Key("asyncfn.error.kind")
 )
 
-func keyAttrs(key asyncfn.Key) []attribute.KeyValue {
-	return []attribute.KeyValue{AttrFunction.String(key.Function), AttrBatchID.String(key.BatchID)}
-}
-
 // batchIDs generates random span ids, and random trace ids except for a span started
 // with a context from withBatchTrace, which takes its batch's trace id.
 type batchIDs struct{}

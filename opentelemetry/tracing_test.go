@@ -68,7 +68,7 @@ func send(t *testing.T, h http.Handler, method, path, body string, header map[st
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	for k, v := range header {
-		req.Header[k] = []string{v}
+		req.Header.Set(k, v) // canonical, as the server reads them off the wire
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
@@ -245,7 +245,8 @@ func TestOff(t *testing.T) {
 	if err := off.Shutdown(context.Background()); err != nil {
 		t.Errorf("nil Tracing's Shutdown: %v", err)
 	}
-	on, err := opentelemetry.NewWithExporter(tracetest.NewInMemoryExporter())
+	exporter := tracetest.NewInMemoryExporter()
+	on, err := opentelemetry.NewWithExporter(exporter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,5 +285,12 @@ func TestOff(t *testing.T) {
 				t.Errorf("%s %s with %s: %d %q, without tracing %d %q", r.method, r.path, name, s, b, status, body)
 			}
 		}
+	}
+	made := map[string]int{}
+	for _, s := range exporter.GetSpans() {
+		made[s.Name]++
+	}
+	if made[opentelemetry.SpanAccept] != 4 || made[opentelemetry.SpanPoll] != 1 || len(made) != 2 {
+		t.Errorf("spans %v, want 4 accept (those with a batch id) and 1 poll", made)
 	}
 }
