@@ -2,11 +2,15 @@ package opentelemetry_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +296,106 @@ func TestOff(t *testing.T) {
 	}
 	if made[opentelemetry.SpanAccept] != 4 || made[opentelemetry.SpanPoll] != 1 || len(made) != 2 {
 		t.Errorf("spans %v, want 4 accept (those with a batch id) and 1 poll", made)
+	}
+}
+
+// TestRunAtOnce: a batch that a free worker of the front end runs at once, answered on
+// its POST, has its queue wait and run spans under the accept span too.
+func TestRunAtOnce(t *testing.T) {
+	t.Parallel()
+	exporter := tracetest.NewInMemoryExporter()
+	tr, err := opentelemetry.NewWithExporter(exporter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := asyncfn.NewRegistry(asyncfn.Function{Name: "echo", Func: asyncfn.Echo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := asyncfn.DefaultRuntimeConfig()
+	cfg.Workers, cfg.Observer = 1, tr.Observer()
+	cfg.Service.SyncWait = time.Minute
+	rt, err := asyncfn.NewRuntime(memory.New(), reg, discard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Start(t.Context())
+	h := tr.HTTP()(asyncfnhttp.NewHandler(rt.Service(), discard, asyncfnhttp.Config{}))
+	if status, body := send(t, h, http.MethodPost, "/echo", `{"data":[[0,1]]}`, map[string]string{asyncfn.HeaderBatchID: "b"}); status != http.StatusOK {
+		t.Fatalf("POST: %d %s", status, body)
+	}
+	rt.Stop()
+	spans := map[string]tracetest.SpanStub{}
+	for _, s := range exporter.GetSpans() {
+		spans[s.Name] = s
+	}
+	accept := spans[opentelemetry.SpanAccept]
+	if len(spans) != 3 || !accept.SpanContext.IsValid() {
+		t.Fatalf("spans %v, want accept, queue wait and run", spans)
+	}
+	for _, name := range []string{opentelemetry.SpanQueueWait, opentelemetry.SpanRun} {
+		if s := spans[name]; s.Parent.SpanID() != accept.SpanContext.SpanID() || s.SpanContext.TraceID() != accept.SpanContext.TraceID() {
+			t.Errorf("%s: parent %v in trace %v, want the accept span %v", name, s.Parent.SpanID(), s.SpanContext.TraceID(), accept.SpanContext.SpanID())
+		}
+	}
+}
+
+// TestRetriedRun: each attempt has its queue wait and run span; a retried attempt's run
+// span carries its outcome and error.
+func TestRetriedRun(t *testing.T) {
+	t.Parallel()
+	exporter := tracetest.NewInMemoryExporter()
+	tr, err := opentelemetry.NewWithExporter(exporter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	flaky := asyncfn.FuncOf(func(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+		if calls.Add(1) == 1 {
+			return nil, asyncfn.RetryableError(errors.New("busy"))
+		}
+		return asyncfn.Echo.Call(ctx, rows)
+	})
+	reg, err := asyncfn.NewRegistry(asyncfn.Function{Name: "echo", Func: flaky, Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := asyncfn.DefaultRuntimeConfig()
+	cfg.Workers, cfg.Observer = 1, tr.Observer()
+	cfg.Service.SyncWait, cfg.Service.PollWait = 0, 0
+	cfg.Pool.PollInterval = 5 * time.Millisecond
+	rt, err := asyncfn.NewRuntime(memory.New(), reg, discard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Start(t.Context())
+	defer rt.Stop()
+	h := tr.HTTP()(asyncfnhttp.NewHandler(rt.Service(), discard, asyncfnhttp.Config{}))
+	batch := map[string]string{asyncfn.HeaderBatchID: "b"}
+	send(t, h, http.MethodPost, "/echo", `{"data":[[0,1]]}`, batch)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		status, body := send(t, h, http.MethodGet, "/echo", "", batch)
+		if status == http.StatusOK {
+			break
+		}
+		if status != http.StatusAccepted || time.Now().After(deadline) {
+			t.Fatalf("GET: %d %s", status, body)
+		}
+	}
+	rt.Stop()
+	var runs, waits []string
+	for _, s := range exporter.GetSpans() {
+		got := fmt.Sprintf("attempt %d", attr(s, opentelemetry.AttrAttempt).AsInt64())
+		switch s.Name {
+		case opentelemetry.SpanRun:
+			runs = append(runs, fmt.Sprintf("%s %s %s %s %s", got, attr(s, opentelemetry.AttrOutcome).AsString(),
+				attr(s, opentelemetry.AttrError).AsString(), s.Status.Code, s.Status.Description))
+		case opentelemetry.SpanQueueWait:
+			waits = append(waits, got)
+		}
+	}
+	want := []string{"attempt 1 retried retryable Error busy", "attempt 2 succeeded  Unset "}
+	if !slices.Equal(runs, want) || !slices.Equal(waits, []string{"attempt 1", "attempt 2"}) {
+		t.Errorf("run spans %q, queue waits %q; want %q and attempts 1 and 2", runs, waits, want)
 	}
 }
