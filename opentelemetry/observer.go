@@ -20,7 +20,10 @@ import (
 //
 // "queue wait" ends when a worker claims the batch and began QueueWait earlier: when the
 // batch was accepted, or when its backoff ended for a retry. "run" is the attempt: from
-// the claim for the function's run time, with the attempt's outcome and error.
+// the claim for the function's run time, with the attempt's outcome and error. It is
+// made here rather than by function middleware because only the observer knows the batch
+// id, the attempt and its recorded outcome (retried, lost, handed back), and it ends the
+// span at the timeout even when the function ignores its context and runs on.
 func (t *Tracing) Observer() asyncfn.Observer {
 	if t == nil {
 		return nil
