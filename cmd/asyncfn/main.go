@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/opentelemetry"
 	"github.com/asyncfn/asyncfn/sentiment"
 )
 
@@ -53,7 +55,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return cli.UnknownCommand(cmd, commands)
 		}
 	}
-	return cli.Main(ctx, args, getenv, stdout, stderr, cli.Options{Functions: functions()})
+	return serve(ctx, args, getenv, stdout, stderr)
+}
+
+// serve runs a server command, traced when the OTEL_* variables ask for it.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	opts := cli.Options{Functions: functions()}
+	tracing, err := opentelemetry.Setup(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	if tracing != nil {
+		defer func() {
+			shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(shutdownCtx); err != nil {
+				fmt.Fprintln(stderr, "asyncfn: flushing traces:", err)
+			}
+		}()
+		opts.HTTPMiddleware = append(opts.HTTPMiddleware, tracing.HTTP())
+		opts.Observers = append(opts.Observers, tracing.Observer())
+	}
+	return cli.Main(ctx, args, getenv, stdout, stderr, opts)
 }
 
 // functions are the functions asyncfn serves.
