@@ -55,11 +55,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return cli.UnknownCommand(cmd, commands)
 		}
 	}
-	return serve(ctx, args, getenv, stdout, stderr)
+	return runServer(ctx, args, getenv, stdout, stderr)
 }
 
-// serve runs a server command, traced when the OTEL_* variables ask for it.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// runServer runs a server command, traced when the OTEL_* variables ask for it.
+func runServer(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	opts := cli.Options{Functions: functions()}
 	tracing, err := opentelemetry.Setup(ctx, getenv)
 	if err != nil {
