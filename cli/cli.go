@@ -58,7 +58,7 @@ type Options struct {
 // from every message and log line. ExitCode turns the error into an exit status.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts Options) error {
 	cmd, rest := "serve", args
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' || len(args) > 0 && isHelpOrVersion(args[0]) {
+	if len(args) > 0 && args[0] != "" && (args[0][0] != '-' || isHelpOrVersion(args[0])) {
 		cmd, rest = args[0], args[1:]
 	}
 	var err error
