@@ -195,7 +195,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	maxBody := fs.Int64("max-body-bytes", asyncfnhttp.DefaultMaxBodyBytes, "largest request body accepted, after decompression")
 	maxInflight := fs.Int64("max-inflight-bytes", asyncfnhttp.DefaultMaxInflightBytes(machineMemory()),
-		"bytes of request bodies read and decoded at once, across requests, past which a POST is answered 429 (Snowflake retries); default: a sixteenth of the machine's (or container's) memory, from 64 MB to 512 MB")
+		"bytes of request bodies read and decoded at once, across requests, past which a POST is answered 429 (Snowflake retries); default: a thirty-second of the machine's (or container's) memory, from 64 MB to 256 MB")
 	DurationVar(fs, &svcCfg.SyncWait, "sync-wait", svcCfg.SyncWait, "how long a POST waits for its batch to finish and answer 200 at once (0: answer 202 at once)")
 	DurationVar(fs, &svcCfg.PollWait, "poll-wait", svcCfg.PollWait, "how long a GET of an unfinished batch is held open before answering 202 (0: at once); keep below the proxy's timeout")
 	fs.IntVar(&svcCfg.MaxQueued, "max-queued", svcCfg.MaxQueued, "queued batches past which a POST of a new batch is answered 429")

@@ -39,14 +39,15 @@ type Config struct {
 }
 
 // DefaultMaxInflightBytes is the default of Config.MaxInflightBytes for a machine (or
-// container) with memory bytes of memory: a sixteenth of it, from 64 MB to 512 MB, so
-// that bodies in flight leave room for their parsed rows and results. 0 (unknown memory)
-// gives 256 MB.
+// container) with memory bytes of memory: a thirty-second of it, from 64 MB to 256 MB.
+// Bodies refused past the budget are garbage until the next collection, so the heap can
+// reach about three times the budget under a flood (measured with gzip bombs); the rest
+// of memory is left to parsed rows, results and the store. 0 (unknown memory) gives 256 MB.
 func DefaultMaxInflightBytes(memory int64) int64 {
 	if memory <= 0 {
 		return 256 << 20
 	}
-	return min(max(memory/16, 64<<20), 512<<20)
+	return min(max(memory/32, 64<<20), 256<<20)
 }
 
 // DefaultMaxBodyBytes is the default of Config.MaxBodyBytes: Snowflake's responses are
