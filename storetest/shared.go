@@ -170,26 +170,7 @@ func testSharedClaimConcurrentDisjoint(t *testing.T, a, b asyncfn.Store) {
 	for i, s := range []asyncfn.Store{a, b} {
 		for w := range workersPerStore {
 			owner := fmt.Sprintf("store%d-worker%d", i, w)
-			wg.Go(func() {
-				for {
-					got, err := s.Claim(ctx, claim(owner, t0.Add(time.Second), 4))
-					if err != nil {
-						t.Errorf("Claim: %v", err)
-						return
-					}
-					if len(got) == 0 {
-						return
-					}
-					mu.Lock()
-					for _, b := range got {
-						if prev, dup := seen[b.Key.BatchID]; dup {
-							t.Errorf("batch %s claimed by %s and %s", b.Key.BatchID, prev, owner)
-						}
-						seen[b.Key.BatchID] = owner
-					}
-					mu.Unlock()
-				}
-			})
+			wg.Go(func() { drainClaims(t, s, owner, 4, &mu, seen) })
 		}
 	}
 	wg.Wait()

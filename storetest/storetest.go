@@ -590,30 +590,36 @@ func testClaimConcurrentDisjoint(t *testing.T, s asyncfn.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			owner := fmt.Sprint("w", w)
-			for {
-				got, err := s.Claim(ctx, claim(owner, t0.Add(time.Second), 3))
-				if err != nil {
-					t.Errorf("Claim: %v", err)
-					return
-				}
-				if len(got) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, b := range got {
-					if prev, dup := seen[b.Key.BatchID]; dup {
-						t.Errorf("batch %s claimed by %s and %s", b.Key.BatchID, prev, owner)
-					}
-					seen[b.Key.BatchID] = owner
-				}
-				mu.Unlock()
-			}
+			drainClaims(t, s, fmt.Sprint("w", w), 3, &mu, seen)
 		}()
 	}
 	wg.Wait()
 	if len(seen) != batches {
 		t.Fatalf("%d batches claimed, want %d", len(seen), batches)
+	}
+}
+
+// drainClaims claims through s as owner, limit at a time, until nothing is left,
+// recording in seen (under mu) who claimed each batch and failing on a batch claimed
+// twice.
+func drainClaims(t *testing.T, s asyncfn.Store, owner string, limit int, mu *sync.Mutex, seen map[string]string) {
+	for {
+		got, err := s.Claim(ctx, claim(owner, t0.Add(time.Second), limit))
+		if err != nil {
+			t.Errorf("Claim: %v", err)
+			return
+		}
+		if len(got) == 0 {
+			return
+		}
+		mu.Lock()
+		for _, b := range got {
+			if prev, dup := seen[b.Key.BatchID]; dup {
+				t.Errorf("batch %s claimed by %s and %s", b.Key.BatchID, prev, owner)
+			}
+			seen[b.Key.BatchID] = owner
+		}
+		mu.Unlock()
 	}
 }
 
