@@ -204,28 +204,16 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	}
 	log := s.logger.With(LogFunction, r.Key.Function, LogBatchID, r.Key.BatchID, LogQueryID, r.QueryID)
 	deadline := time.Now().Add(s.cfg.SyncWait)
-	local := s.reserve(ctx, r.Key.Function, deadline)
-	if local != nil {
-		local.Lease(b)
-		// The payload is written only if the batch is not answered within the budget:
-		// a batch answered 200 on its POST needs none stored.
-		b.Payload = nil
-	}
-	var done <-chan *Batch
-	if local != nil {
-		c, unsubscribe := s.hub.WaitDone(r.Key) // before the batch can finish
-		defer unsubscribe()
-		done = c
-	}
+	local := s.reserve(ctx, b, deadline)
 	old, err := s.store.Create(ctx, b)
-	if err != nil && local != nil {
-		local.Cancel()
+	if err != nil {
+		local.release() // not created: the worker is free for others at once
 	}
 	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: len(r.Rows), Bytes: len(r.Payload), Duration: s.now().Sub(now)}
 	switch {
 	case err == nil && local != nil:
 		s.obs.BatchAccepted(info)
-		return s.runAtOnce(ctx, r, b, local, done, deadline, log)
+		return s.runAtOnce(ctx, r, b, local, deadline, log)
 	case err == nil:
 		s.obs.BatchAccepted(info)
 		return s.queued(ctx, r, b, log)
@@ -239,27 +227,53 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	return nil, err
 }
 
-// reserve holds a free worker of this process for a batch of function until deadline, if
-// the POST may wait for its answer and this process has workers that poll nothing else;
+// atOnce is a batch about to run on a worker of this process reserved for it.
+type atOnce struct {
+	slot        *reservation
+	done        <-chan *Batch // the batch's end, subscribed to before it can finish
+	unsubscribe func()
+}
+
+// release gives the worker back, for a batch that was not created, and stops waiting for
+// its end. It does nothing on nil.
+func (a *atOnce) release() {
+	if a != nil {
+		a.slot.Cancel()
+		a.unsubscribe()
+	}
+}
+
+// reserve holds a free worker of this process for b until deadline, if the POST may wait
+// for its answer and this process has workers that poll nothing else, and leases b to it;
 // nil otherwise. Waiting here for a worker, rather than queueing, spares a busy process
-// the queue's round trip through the store; past the budget, the batch is queued.
-func (s *Service) reserve(ctx context.Context, function string, deadline time.Time) *reservation {
+// the queue's round trip through the store; past the budget, the batch is queued. b's
+// payload is then written only if it is not answered within the budget: a batch answered
+// 200 on its POST needs none stored.
+func (s *Service) reserve(ctx context.Context, b *Batch, deadline time.Time) *atOnce {
 	if s.cfg.Local == nil || s.cfg.SyncWait <= 0 || s.cfg.Dispatcher != nil {
 		return nil
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	reserveCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return s.cfg.Local.reserve(ctx, function)
+	slot := s.cfg.Local.reserve(reserveCtx, b.Key.Function)
+	if slot == nil {
+		return nil
+	}
+	slot.Lease(b)
+	b.Payload = nil
+	done, unsubscribe := s.hub.WaitDone(b.Key)
+	return &atOnce{slot: slot, done: done, unsubscribe: unsubscribe}
 }
 
 // runAtOnce runs a batch created claimed on the reserved worker, and answers from its
 // result if it finishes by deadline; if not, its payload is stored before the 202, so
 // that any worker can run it again if this process dies.
-func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *reservation, done <-chan *Batch, deadline time.Time, log *slog.Logger) (*Batch, error) {
+func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *atOnce, deadline time.Time, log *slog.Logger) (*Batch, error) {
 	log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
+	defer local.unsubscribe()
 	running := *b
-	local.Run(b, r.Rows)
-	got, err := s.hold(ctx, &running, time.Until(deadline), done)
+	local.slot.Run(b, r.Rows)
+	got, err := s.hold(ctx, &running, time.Until(deadline), local.done)
 	if err == nil && got.State.Done() {
 		return got, nil
 	}
