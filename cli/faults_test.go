@@ -379,3 +379,20 @@ func TestNotFoundNamesPath(t *testing.T) {
 		}
 	}
 }
+
+// TestTooLargeWhileQueueFull (first-ten-minutes issue): a body over the size limit is
+// answered 413 even while the queue is full, since a retry could never succeed; a body
+// within it is answered 429.
+func TestTooLargeWhileQueueFull(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverConfig{args: []string{"--max-queued", "1", "--workers", "0", "--sync-wait", "0", "--max-body-bytes", "1024"}, fns: []asyncfn.Function{echoFn}})
+	if r := s.post("echo", "first", rows("x")); r.Status != http.StatusAccepted {
+		t.Fatalf("first POST = %v", r)
+	}
+	eventually(t, "the queue full", func() bool { return s.post("echo", "probe", rows("y")).Status == http.StatusTooManyRequests })
+	r := s.post("echo", "big", rows(strings.Repeat("z", 2048)))
+	checkSentence(t, r)
+	if r.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("POST of a body over the limit while the queue is full = %v, want 413", r)
+	}
+}
