@@ -181,22 +181,8 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 			buf.WriteString("null")
 		case json.RawMessage:
 			// One of the row's own arguments (an echo) was validated with the request.
-			if !isArgOf(v, rows[i]) {
-				if !json.Valid(v) {
-					return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
-				}
-				if !utf8.Valid(v) {
-					// Re-encoded, its invalid bytes become U+FFFD, as in any Go string encoded.
-					var decoded any
-					d := json.NewDecoder(bytes.NewReader(v))
-					d.UseNumber()          // numbers as written, not as float64
-					_ = d.Decode(&decoded) // valid: checked above
-					if err := enc.Encode(decoded); err != nil {
-						return nil, fmt.Errorf("the function's value for row %d cannot be encoded as JSON: %v", rows[i].Number, err)
-					}
-					buf.Truncate(buf.Len() - 1) // Encode's newline
-					break
-				}
+			if !isArgOf(v, rows[i]) && !json.Valid(v) {
+				return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
 			}
 			buf.Write(v)
 		default:
@@ -211,6 +197,12 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		}
 	}
 	buf.WriteString("]}")
+	// Raw JSON from a function (alone, nested, or from a MarshalJSON) may hold bytes that
+	// are not UTF-8; JSON's structure is ASCII, so they stand in strings, where U+FFFD
+	// replaces them as encoding/json does in Go strings.
+	if out := buf.Bytes(); !utf8.Valid(out) {
+		return bytes.ToValidUTF8(out, []byte("\uFFFD")), nil
+	}
 	return buf.Bytes(), nil
 }
 

@@ -345,16 +345,17 @@ func TestParseRowsInvalidUTF8(t *testing.T) {
 // TestEncodeResultNeverInvalidUTF8 (defect 6): whatever a function returns, the answer is
 // valid UTF-8 and valid JSON; invalid bytes become U+FFFD.
 func TestEncodeResultNeverInvalidUTF8(t *testing.T) {
-	rows := []asyncfn.Row{{Number: 0}, {Number: 1}, {Number: 2}}
+	rows := []asyncfn.Row{{Number: 0}, {Number: 1}, {Number: 2}, {Number: 3}}
 	out, err := asyncfn.EncodeResult(rows, []any{
 		json.RawMessage("{\"k\":\"a\xffb\",\"n\":12345678901234567890}"),
 		"c\xfe",
 		map[string]any{"s": "\xff"},
+		map[string]any{"r": json.RawMessage("\"c\xfed\"")}, // raw JSON nested: encoding/json copies it as it is
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"data":[[0,{"k":"a�b","n":12345678901234567890}],[1,"c�"],[2,{"s":"�"}]]}`
+	want := `{"data":[[0,{"k":"a�b","n":12345678901234567890}],[1,"c�"],[2,{"s":"�"}],[3,{"r":"c�d"}]]}`
 	decode := func(b []byte) any {
 		var v any
 		d := json.NewDecoder(bytes.NewReader(b))

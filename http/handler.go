@@ -182,10 +182,10 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, fn asyncfn.Func
 	if queryID == "" {
 		queryID = r.Header.Get(asyncfn.HeaderQueryID)
 	}
-	headers, err := keptHeaders(r.Header)
-	if err != nil {
-		h.writeError(w, r, err, key)
-		return
+	headers, dropped := keptHeaders(r.Header)
+	if len(dropped) > 0 {
+		h.logger.Warn("headers over the size kept with a batch were left out; the function will not see them",
+			asyncfn.LogFunction, key.Function, asyncfn.LogBatchID, key.BatchID, "headers", dropped, "limit_bytes", maxKeptHeaderBytes)
 	}
 	b, err := h.svc.Accept(r.Context(), asyncfn.Request{Key: key, QueryID: queryID, Payload: body, Rows: rows, Headers: headers, Function: fn})
 	if err != nil {
@@ -204,28 +204,30 @@ func (h *handler) poll(w http.ResponseWriter, r *http.Request, key asyncfn.Key) 
 	h.writeBatch(w, r, b)
 }
 
-// maxKeptHeaderBytes bounds the headers kept with a batch: they are stored with it.
+// maxKeptHeaderBytes bounds each header kept with a batch: they are stored with it. A
+// longer one (CONTEXT_HEADERS = (CURRENT_STATEMENT) of a long statement) is left out
+// rather than refused: the request is Snowflake's, and the function may not need it.
 const maxKeptHeaderBytes = 8 << 10
 
 // keptHeaders returns the request's headers kept for the function (asyncfn.KeepHeader),
-// by lower-case name, the first value of each; nil if none.
-func keptHeaders(header http.Header) (map[string]string, error) {
-	var kept map[string]string
-	size := 0
+// by lower-case name, the first value of each, and the names of those left out for their
+// size; nil if none.
+func keptHeaders(header http.Header) (kept map[string]string, dropped []string) {
 	for name, values := range header {
 		name = strings.ToLower(name)
 		if !asyncfn.KeepHeader(name) || len(values) == 0 {
 			continue
 		}
-		if size += len(name) + len(values[0]); size > maxKeptHeaderBytes {
-			return nil, badRequest("the request's sf-custom- and sf-context- headers are over %s together; pass less in the function's HEADERS and CONTEXT_HEADERS.", formatBytes(maxKeptHeaderBytes))
+		if len(values[0]) > maxKeptHeaderBytes {
+			dropped = append(dropped, name)
+			continue
 		}
 		if kept == nil {
 			kept = map[string]string{}
 		}
 		kept[name] = values[0]
 	}
-	return kept, nil
+	return kept, dropped
 }
 
 // writeBatch answers with a batch's state: 202 while unfinished, 200 with the rows, or

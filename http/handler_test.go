@@ -486,3 +486,24 @@ func TestHealthMethods(t *testing.T) {
 		}
 	}
 }
+
+// TestLongContextHeaderLeftOut: a header too long to keep with the batch (the text of a
+// long statement, CONTEXT_HEADERS = (CURRENT_STATEMENT)) is left out, not refused: the
+// request is Snowflake's own and the function may not need it.
+func TestLongContextHeaderLeftOut(t *testing.T) {
+	t.Parallel()
+	f := newFront(t, nil, asyncfnhttp.Config{})
+	stmt := "select ext_func(a) from t where a in (" + strings.Repeat("'value', ", 1000) + "'x')"
+	r := f.do("POST", "/echo", strings.NewReader(`{"data":[[0,"a"]]}`), map[string]string{
+		"sf-external-function-query-batch-id": "b1",
+		"sf-context-current-statement":        stmt,
+		"sf-custom-language":                  "fr",
+	})
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST with a %d-byte context header = %d %q; want it accepted", len(stmt), r.status, r.body)
+	}
+	b, err := f.store.Get(context.Background(), asyncfn.Key{Function: "echo", BatchID: "b1"}, time.Now(), false)
+	if err != nil || b.Headers["sf-custom-language"] != "fr" || b.Headers["sf-context-current-statement"] != "" {
+		t.Errorf("stored headers %v, %v; want the short one kept and the long one left out", b.Headers, err)
+	}
+}

@@ -145,19 +145,23 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: not a store of this version of asyncfn (schema version %d, %v)", path, version, err)
 	}
-	for v := max(version, 1); version > 0 && v < len(upgrades); v++ {
-		if _, err := write.ExecContext(ctx, upgrades[v]+fmt.Sprintf("; PRAGMA user_version = %d", v+1)); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("sqlite store %s: upgrading the schema to version %d: %w", path, v+1, err)
-		}
-		log.Info("sqlite: upgraded the schema", "file", path, "version", v+1)
-	}
 	// A damaged file is found now, with its name, rather than by the first batch that
 	// touches the damaged page. quick_check reads every page once: about a second per
 	// gigabyte.
 	if err := quickCheck(ctx, write); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s is damaged, restore it from a backup or move it away to start empty: %w", path, err)
+	}
+	for v := max(version, 1); version > 0 && v < len(upgrades); v++ {
+		// One transaction, so that a process killed halfway leaves the old version whole.
+		if err := s.tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, upgrades[v]+fmt.Sprintf("; PRAGMA user_version = %d", v+1))
+			return err
+		}); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlite store %s: upgrading the schema to version %d: %w", path, v+1, err)
+		}
+		log.Info("sqlite: upgraded the schema", "file", path, "version", v+1)
 	}
 	if _, err := write.ExecContext(ctx, schema); err != nil {
 		s.Close()
