@@ -91,6 +91,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -112,6 +113,10 @@ type Options struct {
 	// AWS adjust the SDK's configuration after the URL's (credentials, retries). Nil:
 	// the SDK's defaults.
 	AWS []func(*config.LoadOptions) error
+	// Shards is the number of partitions that both indexes spread the batches over (see
+	// the package documentation), 1 to 64; the store URL's shards parameter sets it too.
+	// Zero: the URL's, else 1. Every process on one table must use the same count.
+	Shards int
 }
 
 // Store is an asyncfn.Store on one DynamoDB table.
@@ -120,12 +125,17 @@ type Store struct {
 	table  string
 	log    *slog.Logger
 	closed atomic.Bool
+	shards int
+	// expiry is the expiry index's layout, found by the first query that needs it:
+	// expiryUnknown, expirySharded or expiryLegacy.
+	expiry atomic.Int32
 }
 
 var _ asyncfn.Store = (*Store)(nil)
 
-// Open returns a store for a URL of the form dynamodb://TABLE?region=REGION&endpoint=URL.
-// Both parameters are optional: the region and credentials come from the SDK's default
+// Open returns a store for a URL of the form
+// dynamodb://TABLE?region=REGION&endpoint=URL&shards=N. Every parameter is optional: shards
+// is Options.Shards (a different non-zero Options.Shards is an error); the region and credentials come from the SDK's default
 // chain (environment, shared config, instance or task role) and the endpoint from AWS's
 // resolution. A custom endpoint (dynalite, DynamoDB Local) defaults to region us-east-1 and,
 // when neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set, to static dummy credentials, which
@@ -140,9 +150,26 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	}
 	q := u.Query()
 	for name := range q {
-		if name != "region" && name != "endpoint" {
-			return nil, fmt.Errorf("dynamodb: store URL %q: unknown parameter %q (known: region, endpoint)", rawURL, name)
+		if name != "region" && name != "endpoint" && name != "shards" {
+			return nil, fmt.Errorf("dynamodb: store URL %q: unknown parameter %q (known: region, endpoint, shards)", rawURL, name)
 		}
+	}
+	shards := o.Shards
+	if v := q.Get("shards"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxShards {
+			return nil, fmt.Errorf("dynamodb: store URL %q: shards=%s is not a number from 1 to %d", rawURL, v, maxShards)
+		}
+		if shards != 0 && shards != n {
+			return nil, fmt.Errorf("dynamodb: store URL %q says shards=%d but Options.Shards is %d", rawURL, n, shards)
+		}
+		shards = n
+	}
+	if shards == 0 {
+		shards = 1
+	}
+	if shards < 1 || shards > maxShards {
+		return nil, fmt.Errorf("dynamodb: Options.Shards is %d: want 1 to %d", shards, maxShards)
 	}
 	region, endpoint := q.Get("region"), q.Get("endpoint")
 	var opts []func(*config.LoadOptions) error
@@ -171,7 +198,7 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{client: client, table: u.Host, log: log}, nil
+	return &Store{client: client, table: u.Host, log: log, shards: shards}, nil
 }
 
 // Index names and the attributes the table and its indexes are keyed on.
@@ -200,6 +227,7 @@ func (s *Store) CreateTable(ctx context.Context) error {
 			{AttributeName: aws.String(aQueue), AttributeType: types.ScalarAttributeTypeS},
 			{AttributeName: aws.String(aCreatedAt), AttributeType: types.ScalarAttributeTypeN},
 			{AttributeName: aws.String(aExpiresAt), AttributeType: types.ScalarAttributeTypeN},
+			{AttributeName: aws.String(aShard), AttributeType: types.ScalarAttributeTypeS},
 		},
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(aPK), KeyType: types.KeyTypeHash},
@@ -217,7 +245,7 @@ func (s *Store) CreateTable(ctx context.Context) error {
 			{
 				IndexName: aws.String(expiryIndex),
 				KeySchema: []types.KeySchemaElement{
-					{AttributeName: aws.String(aSK), KeyType: types.KeyTypeHash},
+					{AttributeName: aws.String(aShard), KeyType: types.KeyTypeHash},
 					{AttributeName: aws.String(aExpiresAt), KeyType: types.KeyTypeRange},
 				},
 				Projection: include(aState),
