@@ -402,7 +402,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 	if limit <= 0 {
 		return n, nil
 	}
-	attr, parts, err := s.expiryParts(ctx)
+	index, attr, parts, err := s.expiryParts(ctx)
 	if err != nil {
 		return n, err
 	}
@@ -411,7 +411,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 	for _, part := range parts {
 		pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
 			TableName:                 aws.String(s.table),
-			IndexName:                 aws.String(expiryIndex),
+			IndexName:                 aws.String(index),
 			KeyConditionExpression:    aws.String(keyCond),
 			ExpressionAttributeNames:  names(keyCond),
 			ExpressionAttributeValues: item{":part": str(part), ":now": nanos(now)},
@@ -459,7 +459,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 	if s.closed.Load() {
 		return st, asyncfn.ErrClosed
 	}
-	attr, parts, err := s.expiryParts(ctx)
+	index, attr, parts, err := s.expiryParts(ctx)
 	if err != nil {
 		return st, err
 	}
@@ -468,7 +468,7 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 	for _, part := range parts {
 		pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
 			TableName:                 aws.String(s.table),
-			IndexName:                 aws.String(expiryIndex),
+			IndexName:                 aws.String(index),
 			KeyConditionExpression:    aws.String(keyCond),
 			ProjectionExpression:      aws.String(proj),
 			ExpressionAttributeNames:  names(keyCond, proj),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -23,30 +24,28 @@ func (s *Store) shardNames() []string {
 	return names
 }
 
-// Layouts of the expiry index, in Store.expiry.
-const (
-	expiryUnknown int32 = iota
-	expirySharded       // keyed on shard, as CreateTable makes it
-	expiryLegacy        // keyed on sk, as CreateTable made it before shards: one partition
-)
+// legacyRecheck is how long a store that found the index expiry of a table created before
+// shards uses it before looking for shard_expiry again, which a migration adds.
+const legacyRecheck = 10 * time.Minute
 
-// expiryParts returns the attribute that keys the expiry index and the partitions of it
-// to query: the shards, or on a table created before shards, whose index is keyed on sk,
-// the one partition "meta" (every meta item is there, whatever its shard). The first call
-// finds out which with a query of one entry: one on shard fails validation on such a
-// table, where one on sk succeeds.
-func (s *Store) expiryParts(ctx context.Context) (string, []string, error) {
-	switch s.expiry.Load() {
-	case expirySharded:
-		return aShard, s.shardNames(), nil
-	case expiryLegacy:
-		return aSK, []string{skMeta}, nil
+// expiryParts returns the expiry index to query, the attribute that keys it, and the
+// partitions of it to query: shard_expiry and the shards or, on a table created before
+// shards, expiry and its one partition "meta" (every meta item is there, whatever its
+// shard). It finds out which with queries of one entry: on such a table (or while
+// shard_expiry is being built), the one on shard_expiry fails validation and the one on
+// expiry succeeds. Once found, shard_expiry is kept; expiry for legacyRecheck.
+func (s *Store) expiryParts(ctx context.Context) (index, attr string, parts []string, err error) {
+	if s.sharded.Load() {
+		return expiryIndex, aShard, s.shardNames(), nil
 	}
-	probe := func(attr, value string) error {
+	if at := s.legacyAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < legacyRecheck {
+		return legacyExpiryIndex, aSK, []string{skMeta}, nil
+	}
+	probe := func(index, attr, value string) error {
 		keyCond := "#" + attr + " = :v"
 		_, err := s.client.Query(ctx, &dynamodb.QueryInput{
 			TableName:                 aws.String(s.table),
-			IndexName:                 aws.String(expiryIndex),
+			IndexName:                 aws.String(index),
 			KeyConditionExpression:    aws.String(keyCond),
 			ExpressionAttributeNames:  names(keyCond),
 			ExpressionAttributeValues: item{":v": str(value)},
@@ -55,22 +54,24 @@ func (s *Store) expiryParts(ctx context.Context) (string, []string, error) {
 		})
 		return err
 	}
-	err := probe(aShard, shardName(0))
+	err = probe(expiryIndex, aShard, shardName(0))
 	if err == nil {
-		s.expiry.Store(expirySharded)
-		return aShard, s.shardNames(), nil
+		s.sharded.Store(true)
+		return expiryIndex, aShard, s.shardNames(), nil
 	}
 	if apiErr := (smithy.APIError)(nil); !errors.As(err, &apiErr) || apiErr.ErrorCode() != "ValidationException" {
-		return "", nil, errorOf(err, errConditionFailed)
+		return "", "", nil, errorOf(err, errConditionFailed)
 	}
-	if err := probe(aSK, skMeta); err != nil {
-		return "", nil, errorOf(err, errConditionFailed)
+	if err := probe(legacyExpiryIndex, aSK, skMeta); err != nil {
+		return "", "", nil, errorOf(err, errConditionFailed)
 	}
-	s.log.WarnContext(ctx, "dynamodb: the table's expiry index is keyed on sk, as create-table made it before shards:"+
-		" Sweep and Stats read it as one partition, which caps state changes at about 1,000 a second whatever the shards",
-		"table", s.table)
-	s.expiry.Store(expiryLegacy)
-	return aSK, []string{skMeta}, nil
+	if s.legacyAt.Swap(time.Now().UnixNano()) == 0 {
+		s.log.WarnContext(ctx, "dynamodb: the table has the unsharded expiry index that create-table made before shards:"+
+			" Sweep and Stats read it as one partition, which caps state changes at about 1,000 a second whatever the shards"+
+			" (the dynamodb package documentation says how to migrate)",
+			"table", s.table)
+	}
+	return legacyExpiryIndex, aSK, []string{skMeta}, nil
 }
 
 // cursor reads one shard of an index a page at a time, in the index's order.

@@ -2,10 +2,10 @@ package dynamodb_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/dynamodb"
@@ -59,7 +61,7 @@ func shardEntries(t *testing.T, s *dynamodb.Store, n int) (queue, expiry []int) 
 	t.Helper()
 	for i := range n {
 		queue = append(queue, indexCount(t, s, "queue", "queue", shardValue(i)))
-		expiry = append(expiry, indexCount(t, s, "expiry", "shard", shardValue(i)))
+		expiry = append(expiry, indexCount(t, s, "shard_expiry", "shard", shardValue(i)))
 	}
 	return queue, expiry
 }
@@ -263,7 +265,7 @@ func TestShardsLegacyExpiryIndex(t *testing.T) {
 	if st, err := s.Stats(ctx, now); err != nil || st.Queued != batches {
 		t.Fatalf("Stats = %+v, %v; want %d queued", st, err, batches)
 	}
-	if !strings.Contains(logged.String(), "expiry index is keyed on sk") {
+	if !strings.Contains(logged.String(), "unsharded expiry index") {
 		t.Errorf("log %q does not warn of the unsharded expiry index", logged.String())
 	}
 	if got := claimAll(t, s, now, 3); !slices.Equal(got, want) {
@@ -277,17 +279,24 @@ func TestShardsLegacyExpiryIndex(t *testing.T) {
 	}
 }
 
-// countingTransport counts the DynamoDB requests it carries by operation.
-type countingTransport struct {
+// requestCounter counts the DynamoDB requests of a client, every attempt, and its queries.
+type requestCounter struct {
 	all, queries atomic.Int64
 }
 
-func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.all.Add(1)
-	if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Query") {
-		c.queries.Add(1)
-	}
-	return http.DefaultTransport.RoundTrip(r)
+// option adds the counting to a client's middleware, after its retries.
+func (c *requestCounter) option() func(*config.LoadOptions) error {
+	count := middleware.FinalizeMiddlewareFunc("count", func(ctx context.Context, in middleware.FinalizeInput,
+		next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+		c.all.Add(1)
+		if awsmiddleware.GetOperationName(ctx) == "Query" {
+			c.queries.Add(1)
+		}
+		return next.HandleFinalize(ctx, in)
+	})
+	return config.WithAPIOptions([]func(*middleware.Stack) error{func(st *middleware.Stack) error {
+		return st.Finalize.Add(count, middleware.After)
+	}})
 }
 
 // BenchmarkClaim claims 10 batches a time from a queue of 10, with 1 and with 4 shards,
@@ -297,9 +306,9 @@ func BenchmarkClaim(b *testing.B) {
 	const limit = 10
 	for _, shards := range []int{1, 4} {
 		b.Run(fmt.Sprint("shards=", shards), func(b *testing.B) {
-			var c countingTransport
+			var c requestCounter
 			s, err := dynamodb.Open(ctx, dyntest.Table(b), dynamodb.Options{Shards: shards,
-				AWS: []func(*config.LoadOptions) error{config.WithHTTPClient(&http.Client{Transport: &c})}})
+				AWS: []func(*config.LoadOptions) error{c.option()}})
 			if err != nil {
 				b.Fatal(err)
 			}
