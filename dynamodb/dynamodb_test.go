@@ -71,7 +71,9 @@ func forShards(t *testing.T, fn func(t *testing.T, shards int)) {
 
 func TestConformance(t *testing.T) {
 	forShards(t, func(t *testing.T, n int) {
-		storetest.Run(t, func(t *testing.T) asyncfn.Store { return open(t, withShards(t, dyntest.Table(t), n)) })
+		newStore := func(t *testing.T) asyncfn.Store { return open(t, withShards(t, dyntest.Table(t), n)) }
+		storetest.Run(t, newStore)
+		storetest.RunClaimOrder(t, newStore)
 	})
 }
 
