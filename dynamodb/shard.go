@@ -17,11 +17,11 @@ import (
 // first more often than another.
 func (s *Store) shardNames() []string {
 	start := rand.IntN(s.shards)
-	names := make([]string, s.shards)
-	for i := range names {
-		names[i] = shardName((start + i) % s.shards)
+	order := make([]string, s.shards)
+	for i := range order {
+		order[i] = shardName((start + i) % s.shards)
 	}
-	return names
+	return order
 }
 
 // legacyRecheck is how long a store that found the index expiry of a table created before
