@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -35,7 +36,7 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 	if s.closed.Load() {
 		return nil, asyncfn.ErrClosed
 	}
-	it := metaItem(b)
+	it := metaItem(b, shardName(shardOf(b.Key, s.shards)))
 	if b.Payload != nil { // nil: created claimed, its payload to come
 		payload, err := s.putBlob(ctx, pkOf(b.Key), aPayload, b.Payload, ttlOf(b.ExpiresAt))
 		if err != nil {
@@ -122,11 +123,14 @@ func (s *Store) batchOf(ctx context.Context, it item, withPayload bool) (*asyncf
 	return b, nil
 }
 
-// Claim queries the queue index, oldest first, for batches that look claimable and claims
-// each with a conditional update until it holds p.Limit; a candidate taken by another worker
-// meanwhile fails its condition and is passed over. It serves `asyncfn worker` on DynamoDB;
-// the Lambda worker uses ClaimKey. A failure after some claims returns those (their leases
-// would be wasted otherwise); the next Claim meets the failure again.
+// Claim queries every shard of the queue index, oldest first, for batches that look
+// claimable, and claims them with conditional updates, oldest first across the shards,
+// until it holds p.Limit: the shards' first pages are read at once and merged by
+// created_at, a tie going to the shard met first in an order that starts at a random one.
+// A candidate taken by another worker meanwhile fails its condition and is passed over. It
+// serves `asyncfn worker` on DynamoDB; the Lambda worker uses ClaimKey. A failure after some
+// claims returns those (their leases would be wasted otherwise); the next Claim meets the
+// failure again.
 func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Batch, error) {
 	if s.closed.Load() {
 		return nil, asyncfn.ErrClosed
@@ -144,48 +148,68 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 	keyCond := "#queue = :queue"
 	filter := "#expires_at > :now AND ((#state = :queued AND (attribute_not_exists(#run_after) OR #run_after <= :now))" +
 		" OR (#state = :running AND #lease_until < :now))"
-	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
-		TableName:                aws.String(s.table),
-		IndexName:                aws.String(queueIndex),
-		KeyConditionExpression:   aws.String(keyCond),
-		FilterExpression:         aws.String(filter),
-		ExpressionAttributeNames: names(keyCond, filter),
-		ExpressionAttributeValues: item{":queue": str(queueAll), ":now": nanos(p.Now),
-			":queued": stateValue(asyncfn.Queued), ":running": stateValue(asyncfn.Running)},
-		Limit: aws.Int32(pageSize),
-	})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	shards := s.shardNames()
+	cursors := make([]*cursor, len(shards))
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i, shard := range shards {
+		cursors[i] = &cursor{pages: dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+			TableName:                aws.String(s.table),
+			IndexName:                aws.String(queueIndex),
+			KeyConditionExpression:   aws.String(keyCond),
+			FilterExpression:         aws.String(filter),
+			ExpressionAttributeNames: names(keyCond, filter),
+			ExpressionAttributeValues: item{":queue": str(shard), ":now": nanos(p.Now),
+				":queued": stateValue(asyncfn.Queued), ":running": stateValue(asyncfn.Running)},
+			Limit: aws.Int32(pageSize),
+		})}
+		wg.Go(func() { errs[i] = cursors[i].fill(ctx) })
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return fail(errorOf(err, errConditionFailed))
 		}
-		for _, cand := range page.Items {
-			key, err := keyOf(getS(cand, aPK))
-			if err != nil {
-				return fail(err)
+	}
+	for {
+		var next *cursor // the shard whose next candidate is the oldest
+		for _, c := range cursors {
+			if err := c.fill(ctx); err != nil {
+				return fail(errorOf(err, errConditionFailed))
 			}
-			if len(p.Functions) > 0 && !slices.Contains(p.Functions, key.Function) {
-				continue
-			}
-			if getS(cand, aState) == string(asyncfn.Running) && getN(cand, aAttempts) >= getN(cand, aMaxAttempts) {
-				if err := s.abandon(ctx, key, p.Now, int(getN(cand, aAttempts))); err != nil && !errors.Is(err, errConditionFailed) {
-					return fail(err)
-				}
-				continue
-			}
-			b, err := s.claim(ctx, key, p)
-			if errors.Is(err, errConditionFailed) {
-				continue
-			}
-			if err != nil {
-				return fail(err)
-			}
-			if claimed = append(claimed, b); len(claimed) == p.Limit {
-				return claimed, nil
+			if len(c.items) > 0 && (next == nil || getN(c.items[0], aCreatedAt) < getN(next.items[0], aCreatedAt)) {
+				next = c
 			}
 		}
+		if next == nil {
+			return claimed, nil
+		}
+		cand := next.items[0]
+		next.items = next.items[1:]
+		key, err := keyOf(getS(cand, aPK))
+		if err != nil {
+			return fail(err)
+		}
+		if len(p.Functions) > 0 && !slices.Contains(p.Functions, key.Function) {
+			continue
+		}
+		if getS(cand, aState) == string(asyncfn.Running) && getN(cand, aAttempts) >= getN(cand, aMaxAttempts) {
+			if err := s.abandon(ctx, key, p.Now, int(getN(cand, aAttempts))); err != nil && !errors.Is(err, errConditionFailed) {
+				return fail(err)
+			}
+			continue
+		}
+		b, err := s.claim(ctx, key, p)
+		if errors.Is(err, errConditionFailed) {
+			continue
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if claimed = append(claimed, b); len(claimed) == p.Limit {
+			return claimed, nil
+		}
 	}
-	return claimed, nil
 }
 
 // ClaimKey tries the claim first, one UpdateItem, and reads the batch only when the
@@ -364,11 +388,12 @@ func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expires
 	return nil // another caller recorded the delivery first
 }
 
-// Sweep queries the expiry index for expired batches and deletes each meta item on
-// condition that it is still expired, then its chunks. A batch deleted by a concurrent
-// sweeper, or re-created meanwhile, fails the condition and is not counted. In production
-// DynamoDB's TTL deletes most expired items first; Sweep removes those it has not reached
-// yet. Orphan chunks, which no meta item names, are left to TTL.
+// Sweep queries the expiry index for expired batches, shard after shard from a random one
+// until it has deleted limit, and deletes each meta item on condition that it is still
+// expired, then its chunks. A batch deleted by a concurrent sweeper, or re-created
+// meanwhile, fails the condition and is not counted. In production DynamoDB's TTL deletes
+// most expired items first; Sweep removes those it has not reached yet. Orphan chunks,
+// which no meta item names, are left to TTL.
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	if s.closed.Load() {
 		return 0, asyncfn.ErrClosed
@@ -377,102 +402,117 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 	if limit <= 0 {
 		return n, nil
 	}
-	keyCond := "#sk = :meta AND #expires_at <= :now"
+	index, attr, parts, err := s.expiryParts(ctx)
+	if err != nil {
+		return n, err
+	}
+	keyCond := "#" + attr + " = :part AND #expires_at <= :now"
 	cond := "#expires_at <= :now"
-	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
-		TableName:                 aws.String(s.table),
-		IndexName:                 aws.String(expiryIndex),
-		KeyConditionExpression:    aws.String(keyCond),
-		ExpressionAttributeNames:  names(keyCond),
-		ExpressionAttributeValues: item{":meta": str(skMeta), ":now": nanos(now)},
-		Limit:                     aws.Int32(int32(min(limit, pageSize))),
-	})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return n, errorOf(err, errConditionFailed)
-		}
-		for _, cand := range page.Items {
-			out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-				TableName:                 aws.String(s.table),
-				Key:                       item{aPK: cand[aPK], aSK: str(skMeta)},
-				ConditionExpression:       aws.String(cond),
-				ExpressionAttributeNames:  names(cond),
-				ExpressionAttributeValues: item{":now": nanos(now)},
-				ReturnValues:              types.ReturnValueAllOld,
-			})
-			err = errorOf(err, errConditionFailed)
-			if errors.Is(err, errConditionFailed) {
-				continue
-			}
+	for _, part := range parts {
+		pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+			TableName:                 aws.String(s.table),
+			IndexName:                 aws.String(index),
+			KeyConditionExpression:    aws.String(keyCond),
+			ExpressionAttributeNames:  names(keyCond),
+			ExpressionAttributeValues: item{":part": str(part), ":now": nanos(now)},
+			Limit:                     aws.Int32(int32(min(limit, pageSize))),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
 			if err != nil {
-				return n, err
+				return n, errorOf(err, errConditionFailed)
 			}
-			n++
-			if err := s.deleteChunks(ctx, out.Attributes); err != nil {
-				return n, err
-			}
-			if n == limit {
-				return n, nil
+			for _, cand := range page.Items {
+				out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+					TableName:                 aws.String(s.table),
+					Key:                       item{aPK: cand[aPK], aSK: str(skMeta)},
+					ConditionExpression:       aws.String(cond),
+					ExpressionAttributeNames:  names(cond),
+					ExpressionAttributeValues: item{":now": nanos(now)},
+					ReturnValues:              types.ReturnValueAllOld,
+				})
+				err = errorOf(err, errConditionFailed)
+				if errors.Is(err, errConditionFailed) {
+					continue
+				}
+				if err != nil {
+					return n, err
+				}
+				n++
+				if err := s.deleteChunks(ctx, out.Attributes); err != nil {
+					return n, err
+				}
+				if n == limit {
+					return n, nil
+				}
 			}
 		}
 	}
 	return n, nil
 }
 
-// Stats reads the state of every live batch from the expiry index: one small entry per
-// batch, about 10,000 per request; the counts may lag the table by the index's delay.
+// Stats reads the state of every live batch from every shard of the expiry index: one
+// small entry per batch, about 10,000 per request; the counts may lag the table by the
+// index's delay.
 func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error) {
 	var st asyncfn.Stats
 	if s.closed.Load() {
 		return st, asyncfn.ErrClosed
 	}
-	keyCond := "#sk = :meta AND #expires_at > :now"
+	index, attr, parts, err := s.expiryParts(ctx)
+	if err != nil {
+		return st, err
+	}
+	keyCond := "#" + attr + " = :part AND #expires_at > :now"
 	proj := "#state"
-	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
-		TableName:                 aws.String(s.table),
-		IndexName:                 aws.String(expiryIndex),
-		KeyConditionExpression:    aws.String(keyCond),
-		ProjectionExpression:      aws.String(proj),
-		ExpressionAttributeNames:  names(keyCond, proj),
-		ExpressionAttributeValues: item{":meta": str(skMeta), ":now": nanos(now)},
-	})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return asyncfn.Stats{}, errorOf(err, errConditionFailed)
-		}
-		for _, it := range page.Items {
-			st.Add(asyncfn.State(getS(it, aState)), 1)
+	for _, part := range parts {
+		pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+			TableName:                 aws.String(s.table),
+			IndexName:                 aws.String(index),
+			KeyConditionExpression:    aws.String(keyCond),
+			ProjectionExpression:      aws.String(proj),
+			ExpressionAttributeNames:  names(keyCond, proj),
+			ExpressionAttributeValues: item{":part": str(part), ":now": nanos(now)},
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return asyncfn.Stats{}, errorOf(err, errConditionFailed)
+			}
+			for _, it := range page.Items {
+				st.Add(asyncfn.State(getS(it, aState)), 1)
+			}
 		}
 	}
 	return st, nil
 }
 
-// CountQueued queries the sparse queue index, which holds the unfinished batches only, for
-// the queued ones; finished batches are never read.
+// CountQueued queries every shard of the sparse queue index, which holds the unfinished
+// batches only, for the queued ones; finished batches are never read.
 func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
 	if s.closed.Load() {
 		return 0, asyncfn.ErrClosed
 	}
 	keyCond := "#queue = :queue"
 	filter := "#expires_at > :now AND #state = :queued"
-	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
-		TableName:                 aws.String(s.table),
-		IndexName:                 aws.String(queueIndex),
-		KeyConditionExpression:    aws.String(keyCond),
-		FilterExpression:          aws.String(filter),
-		ExpressionAttributeNames:  names(keyCond, filter),
-		ExpressionAttributeValues: item{":queue": str(queueAll), ":now": nanos(now), ":queued": stateValue(asyncfn.Queued)},
-		Select:                    types.SelectCount,
-	})
 	n := 0
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return 0, errorOf(err, errConditionFailed)
+	for _, shard := range s.shardNames() {
+		pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+			TableName:                 aws.String(s.table),
+			IndexName:                 aws.String(queueIndex),
+			KeyConditionExpression:    aws.String(keyCond),
+			FilterExpression:          aws.String(filter),
+			ExpressionAttributeNames:  names(keyCond, filter),
+			ExpressionAttributeValues: item{":queue": str(shard), ":now": nanos(now), ":queued": stateValue(asyncfn.Queued)},
+			Select:                    types.SelectCount,
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return 0, errorOf(err, errConditionFailed)
+			}
+			n += int(page.Count)
 		}
-		n += int(page.Count)
 	}
 	return n, nil
 }

@@ -44,16 +44,71 @@
 //     Limit batches. The Lambda worker is told its batch and uses ClaimKey, one UpdateItem.
 //     Claim filters functions on the client: a worker for a few functions reads the queue
 //     entries of the others.
-//   - "expiry" (GSI): partition sk, sort expires_at, state projected. Only meta items have
-//     expires_at, so it holds exactly the batches under the one partition value "meta".
-//     Sweep queries it for expired batches and Stats for live ones: O(live batches), a
-//     GSI item being about 100 bytes, never a Scan over the chunks.
+//   - "shard_expiry" (GSI): partition shard, sort expires_at, state projected. Only meta
+//     items have shard, so it holds exactly the batches. Sweep queries it for expired
+//     batches and Stats for live ones: O(live batches), a GSI item being about 100 bytes,
+//     never a Scan over the chunks.
 //
-// Both indexes key all batches under one partition value, which caps state changes at about
-// a thousand a second (a few hundred batches a second); shard that value if it is ever
-// reached. GSIs are eventually consistent: Claim may miss a batch created a moment ago
-// (the next Claim finds it) and Stats may lag slightly; the conditional updates on the table
-// itself are what decide.
+// GSIs are eventually consistent: Claim may miss a batch created a moment ago (the next
+// Claim finds it) and Stats may lag slightly; the conditional updates on the table itself
+// are what decide.
+//
+// # Shards
+//
+// Every batch belongs to one of Options.Shards shards (the store URL's shards=N), chosen by
+// a hash of its key, so that it never moves: its meta item's shard attribute, and its
+// queue attribute while unfinished, are the shard's name, "q" for shard 0 and "q1", "q2",
+// ... for the others. Each shard is one partition key value in both indexes.
+//
+// Why: DynamoDB serves one partition key value of a table or of a GSI from one partition
+// (here the sort keys, created_at and expires_at, grow with time, so every write lands at
+// the same end and splitting cannot spread them), and a partition takes at most 1,000
+// write units and 3,000 read units a second (AWS, Amazon DynamoDB Developer Guide:
+// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput-scenarios.html
+// and https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/throttling-key-range-limit-exceeded-mitigation.html).
+// A GSI entry is about 100 bytes, one write unit. Every state change (create, claim,
+// finish) writes one entry of each index; a batch that runs once costs the expiry index
+// about 6 writes (create, claim, finish, the delivery's new expiry as a delete and a put,
+// the sweep) and the queue index 3 plus one per lease extension. So, on the expiry index,
+// the busier one:
+//
+//	shards   index writes/s   state changes/s   batches/s run once
+//	     1            1,000             1,000                  ~160
+//	     4            4,000             4,000                  ~650
+//	     8            8,000             8,000                ~1,300
+//	    16           16,000            16,000                ~2,600
+//	    64           64,000            64,000               ~10,000
+//
+// (the table's own partition key values, one per batch, are never the limit; an on-demand table also
+// has its account's and its own maximum throughput). These are DynamoDB's limits, not
+// measurements: the tests run on dynalite, which has none.
+//
+// What shards cost: Claim queries every shard, at once, and merges their candidates by
+// created_at, so it claims oldest first across all of them as the store contract says (a
+// tie goes to the shard met first in an order that starts at a random one): N queries per
+// Claim instead of one, each at least half a read unit, also when the queue is empty, and
+// the read capacity of a shard bounds the Claim calls of all workers together (about 2,000
+// a second of full 100-entry pages), whatever N. Sweep visits the shards one after another
+// from a random one until it has deleted its limit; Stats, CountQueued and Overview read
+// them all. ClaimKey (the Lambda worker) reads no index.
+//
+// Changing the count: every process on a table must use the same count. Raising it is
+// safe: batches keep the shard they were written in, all below the new count, and a table
+// written unsharded (before shards existed, or with shards=1) is shard 0 of any count.
+// Lowering it strands the unfinished batches of the dropped shards (no Claim finds them;
+// they expire): lower it only once CountQueued and Stats show nothing queued or running.
+//
+// A table created before shards has, instead of shard_expiry, the index "expiry" keyed on
+// sk (every meta item under "meta"). The store finds that out with its first Sweep or
+// Stats (a query on shard_expiry fails validation there), logs a warning and reads that one
+// partition, looking for shard_expiry again every 10 minutes; its queue index is sharded as
+// configured. Such a table stays at about 1,000 expiry index writes a second until it is
+// migrated, in place: run this version (every batch it creates carries its shard), add the
+// GSI shard_expiry as CreateTable defines it (UpdateTable, or the stack's template: one
+// index added per update), which the processes take up within 10 minutes of its being
+// active, and delete the GSI expiry once the batches created before are gone (the retention
+// period; until then they are in no shard_expiry partition, so Stats does not count them and
+// only TTL deletes them). Or create a new table and move to it.
 //
 // # Conditions
 //
@@ -80,7 +135,11 @@
 //     warning, and TTL's deletion itself (reads check expiry anyway, and Sweep deletes);
 //   - index lag: dynalite updates its indexes synchronously, so Claim and Sweep meeting
 //     stale entries is shown only through concurrent callers failing conditions;
-//   - throttling: unprocessed BatchWriteItem items and throttling errors (ErrUnavailable).
+//   - throttling: unprocessed BatchWriteItem items and throttling errors (ErrUnavailable),
+//     and the per-partition limits that shards spread (so no figure above is measured);
+//   - adding a GSI to a table in place (dynalite ignores UpdateTable's index updates): the
+//     migration of a table created before shards is shown in its parts only, the legacy
+//     index read as one partition and every batch carrying its shard.
 //     Unprocessed BatchGetItem keys do occur, as dynalite answers about 1 MB per request.
 package dynamodb
 
@@ -91,6 +150,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -112,6 +172,10 @@ type Options struct {
 	// AWS adjust the SDK's configuration after the URL's (credentials, retries). Nil:
 	// the SDK's defaults.
 	AWS []func(*config.LoadOptions) error
+	// Shards is the number of partitions that both indexes spread the batches over (see
+	// the package documentation), 1 to 64; the store URL's shards parameter sets it too.
+	// Zero: the URL's, else 1. Every process on one table must use the same count.
+	Shards int
 }
 
 // Store is an asyncfn.Store on one DynamoDB table.
@@ -120,14 +184,20 @@ type Store struct {
 	table  string
 	log    *slog.Logger
 	closed atomic.Bool
+	shards int
+	// sharded: the table has shard_expiry (see expiryParts); legacyAt: when it was last
+	// found to have the index expiry instead (Unix nanoseconds, 0 never).
+	sharded  atomic.Bool
+	legacyAt atomic.Int64
 }
 
 var _ asyncfn.Store = (*Store)(nil)
 
-// Open returns a store for a URL of the form dynamodb://TABLE?region=REGION&endpoint=URL.
-// Both parameters are optional: the region and credentials come from the SDK's default
-// chain (environment, shared config, instance or task role) and the endpoint from AWS's
-// resolution. A custom endpoint (dynalite, DynamoDB Local) defaults to region us-east-1 and,
+// Open returns a store for a URL of the form
+// dynamodb://TABLE?region=REGION&endpoint=URL&shards=N. Every parameter is optional: shards
+// is Options.Shards (a different non-zero Options.Shards is an error); the region and
+// credentials come from the SDK's default chain (environment, shared config, instance or
+// task role) and the endpoint from AWS's resolution. A custom endpoint (dynalite, DynamoDB Local) defaults to region us-east-1 and,
 // when neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set, to static dummy credentials, which
 // such servers accept.
 func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
@@ -140,9 +210,26 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	}
 	q := u.Query()
 	for name := range q {
-		if name != "region" && name != "endpoint" {
-			return nil, fmt.Errorf("dynamodb: store URL %q: unknown parameter %q (known: region, endpoint)", rawURL, name)
+		if name != "region" && name != "endpoint" && name != "shards" {
+			return nil, fmt.Errorf("dynamodb: store URL %q: unknown parameter %q (known: region, endpoint, shards)", rawURL, name)
 		}
+	}
+	shards := o.Shards
+	if v := q.Get("shards"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxShards {
+			return nil, fmt.Errorf("dynamodb: store URL %q: shards=%s is not a number from 1 to %d", rawURL, v, maxShards)
+		}
+		if shards != 0 && shards != n {
+			return nil, fmt.Errorf("dynamodb: store URL %q says shards=%d but Options.Shards is %d", rawURL, n, shards)
+		}
+		shards = n
+	}
+	if shards == 0 {
+		shards = 1
+	}
+	if shards < 1 || shards > maxShards {
+		return nil, fmt.Errorf("dynamodb: Options.Shards is %d: want 1 to %d", shards, maxShards)
 	}
 	region, endpoint := q.Get("region"), q.Get("endpoint")
 	var opts []func(*config.LoadOptions) error
@@ -171,13 +258,15 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{client: client, table: u.Host, log: log}, nil
+	return &Store{client: client, table: u.Host, log: log, shards: shards}, nil
 }
 
 // Index names and the attributes the table and its indexes are keyed on.
 const (
 	queueIndex  = "queue"
-	expiryIndex = "expiry"
+	expiryIndex = "shard_expiry"
+	// legacyExpiryIndex is the expiry index of tables created before shards, keyed on sk.
+	legacyExpiryIndex = "expiry"
 )
 
 // CreateTable creates the store's table (on-demand billing) with its two indexes, waits
@@ -200,6 +289,7 @@ func (s *Store) CreateTable(ctx context.Context) error {
 			{AttributeName: aws.String(aQueue), AttributeType: types.ScalarAttributeTypeS},
 			{AttributeName: aws.String(aCreatedAt), AttributeType: types.ScalarAttributeTypeN},
 			{AttributeName: aws.String(aExpiresAt), AttributeType: types.ScalarAttributeTypeN},
+			{AttributeName: aws.String(aShard), AttributeType: types.ScalarAttributeTypeS},
 		},
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(aPK), KeyType: types.KeyTypeHash},
@@ -217,7 +307,7 @@ func (s *Store) CreateTable(ctx context.Context) error {
 			{
 				IndexName: aws.String(expiryIndex),
 				KeySchema: []types.KeySchemaElement{
-					{AttributeName: aws.String(aSK), KeyType: types.KeyTypeHash},
+					{AttributeName: aws.String(aShard), KeyType: types.KeyTypeHash},
 					{AttributeName: aws.String(aExpiresAt), KeyType: types.KeyTypeRange},
 				},
 				Projection: include(aState),

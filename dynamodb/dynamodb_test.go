@@ -44,43 +44,73 @@ func open(t *testing.T, storeURL string) *dynamodb.Store {
 	return s
 }
 
+// shardCounts are the Options.Shards that the conformance suites run with: the default,
+// and several shards, where Claim merges and Sweep and Stats visit them all.
+var shardCounts = []int{1, 4}
+
+// withShards is storeURL with its shards parameter set to n.
+func withShards(t *testing.T, storeURL string, n int) string {
+	t.Helper()
+	u, err := url.Parse(storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("shards", strconv.Itoa(n))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// forShards runs fn as a subtest for each of shardCounts.
+func forShards(t *testing.T, fn func(t *testing.T, shards int)) {
+	dyntest.Endpoint(t) // skips once rather than in every test of the suites
+	for _, n := range shardCounts {
+		t.Run(fmt.Sprint("shards=", n), func(t *testing.T) { fn(t, n) })
+	}
+}
+
 func TestConformance(t *testing.T) {
-	dyntest.Endpoint(t) // skips once rather than in every test of the suite
-	storetest.Run(t, func(t *testing.T) asyncfn.Store { return newStore(t) })
+	forShards(t, func(t *testing.T, n int) {
+		newStore := func(t *testing.T) asyncfn.Store { return open(t, withShards(t, dyntest.Table(t), n)) }
+		storetest.Run(t, newStore)
+		storetest.RunClaimOrder(t, newStore)
+	})
 }
 
 // TestShared opens two stores on one table, as two processes (or Lambda functions) do.
 func TestShared(t *testing.T) {
-	dyntest.Endpoint(t)
-	storetest.RunShared(t, func(t *testing.T) (a, b asyncfn.Store) {
-		table := dyntest.Table(t)
-		return open(t, table), open(t, table)
+	forShards(t, func(t *testing.T, n int) {
+		storetest.RunShared(t, func(t *testing.T) (a, b asyncfn.Store) {
+			table := withShards(t, dyntest.Table(t), n)
+			return open(t, table), open(t, table)
+		})
 	})
 }
 
 // TestUnreachable cuts the store off the server through a proxy.
 func TestUnreachable(t *testing.T) {
-	dyntest.Endpoint(t)
-	storetest.RunUnreachable(t, func(t *testing.T) (asyncfn.Store, func(), func()) {
-		table, err := url.Parse(dyntest.Table(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := table.Query()
-		server, err := url.Parse(q.Get("endpoint"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := storetest.StartProxy(t, server.Host)
-		server.Host = p.Addr()
-		q.Set("endpoint", server.String())
-		table.RawQuery = q.Encode()
-		restore := func() {
-			if err := p.Up(); err != nil {
+	forShards(t, func(t *testing.T, n int) {
+		storetest.RunUnreachable(t, func(t *testing.T) (asyncfn.Store, func(), func()) {
+			table, err := url.Parse(withShards(t, dyntest.Table(t), n))
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		return open(t, table.String()), p.Down, restore
+			q := table.Query()
+			server, err := url.Parse(q.Get("endpoint"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := storetest.StartProxy(t, server.Host)
+			server.Host = p.Addr()
+			q.Set("endpoint", server.String())
+			table.RawQuery = q.Encode()
+			restore := func() {
+				if err := p.Up(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return open(t, table.String()), p.Down, restore
+		})
 	})
 }
 
@@ -429,9 +459,20 @@ func TestOpenURL(t *testing.T) {
 		"dynamodb://",
 		"dynamodb://table/extra",
 		"dynamodb://table?regoin=us-east-1",
+		"dynamodb://table?shards=0",
+		"dynamodb://table?shards=65",
+		"dynamodb://table?shards=four",
 	} {
 		if _, err := dynamodb.Open(ctx, bad, dynamodb.Options{}); err == nil {
 			t.Errorf("Open(%q) succeeded, want an error", bad)
 		}
+	}
+	if _, err := dynamodb.Open(ctx, "dynamodb://table?region=us-east-1&shards=4", dynamodb.Options{Shards: 8}); err == nil ||
+		!strings.Contains(err.Error(), "Options.Shards") {
+		t.Errorf("Open with shards=4 and Options.Shards 8: %v, want an error naming Options.Shards", err)
+	}
+	if _, err := dynamodb.Open(ctx, "dynamodb://table?region=us-east-1", dynamodb.Options{Shards: 65}); err == nil ||
+		!strings.Contains(err.Error(), "Options.Shards") {
+		t.Errorf("Open with Options.Shards 65: %v, want an error naming Options.Shards", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"regexp"
 	"strconv"
@@ -41,7 +42,8 @@ const (
 	aExpiresAt   = "expires_at"
 	aError       = "error"   // a map {kind, message}
 	aHeaders     = "headers" // a map of strings, absent when none
-	aQueue       = "queue"   // set while queued or running: the sparse queue index
+	aQueue       = "queue"   // the shard while queued or running: the sparse queue index
+	aShard       = "shard"   // the batch's shard (see shardName): the expiry index
 	aData        = "data"    // a chunk's bytes
 	aPayload     = "payload"
 	aResult      = "result"
@@ -52,9 +54,9 @@ const (
 
 const (
 	skMeta = "meta"
-	// queueAll is the one value of the queue attribute: every claimable batch sits in one
-	// partition of the queue index, ordered by created_at.
-	queueAll = "q"
+	// maxShards bounds Options.Shards: Claim queries every shard, so each one costs every
+	// Claim a request.
+	maxShards = 64
 	// inlineMax is the largest payload or result kept in the meta item, saving the chunk
 	// round trips of small batches. Not more: every read of the meta item (each poll) is
 	// charged for its whole size, inline data included.
@@ -131,6 +133,24 @@ func keyOf(pk string) (asyncfn.Key, error) {
 	return asyncfn.Key{}, fmt.Errorf("dynamodb: item with partition key %q is not a batch", pk)
 }
 
+// shardOf is the shard of the batch at k among n: a hash of its key, the same in every
+// process and release, so that a batch's index entries never move between shards.
+func shardOf(k asyncfn.Key, n int) int {
+	h := fnv.New64a()
+	h.Write([]byte(pkOf(k)))
+	return int(h.Sum64() % uint64(n))
+}
+
+// shardName is the value of the queue and shard attributes in shard i, the partition key
+// of both indexes: "q" for shard 0, the one value before shards existed, so that a table
+// written unsharded is shard 0 of any shard count; "q1", "q2", ... for the others.
+func shardName(i int) string {
+	if i == 0 {
+		return "q"
+	}
+	return "q" + strconv.Itoa(i)
+}
+
 func metaKey(k asyncfn.Key) item {
 	return item{aPK: str(pkOf(k)), aSK: str(skMeta)}
 }
@@ -147,8 +167,8 @@ func errorValue(e *asyncfn.Error) types.AttributeValue {
 	return &types.AttributeValueMemberM{Value: item{"kind": str(string(e.Kind)), "message": str(msg)}}
 }
 
-// metaItem is the meta item of b, without its payload and result (see putBlob).
-func metaItem(b *asyncfn.Batch) item {
+// metaItem is the meta item of b in shard, without its payload and result (see putBlob).
+func metaItem(b *asyncfn.Batch, shard string) item {
 	it := item{
 		aPK:          str(pkOf(b.Key)),
 		aSK:          str(skMeta),
@@ -160,6 +180,7 @@ func metaItem(b *asyncfn.Batch) item {
 		aMaxAttempts: num(int64(b.MaxAttempts)),
 		aCreatedAt:   nanos(b.CreatedAt),
 		aExpiresAt:   nanos(b.ExpiresAt),
+		aShard:       str(shard),
 	}
 	if b.QueryID != "" {
 		it[aQueryID] = str(b.QueryID)
@@ -184,7 +205,7 @@ func metaItem(b *asyncfn.Batch) item {
 		it[aHeaders] = &types.AttributeValueMemberM{Value: h}
 	}
 	if !b.State.Done() {
-		it[aQueue] = str(queueAll)
+		it[aQueue] = str(shard)
 	}
 	return it
 }

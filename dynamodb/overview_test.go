@@ -9,6 +9,7 @@ import (
 )
 
 func TestOverviewConformance(t *testing.T) {
-	dyntest.Endpoint(t)
-	storetest.RunOverview(t, func(t *testing.T) asyncfn.Store { return newStore(t) }, true)
+	forShards(t, func(t *testing.T, n int) {
+		storetest.RunOverview(t, func(t *testing.T) asyncfn.Store { return open(t, withShards(t, dyntest.Table(t), n)) }, true)
+	})
 }
