@@ -290,11 +290,13 @@ func (f *Function) ended(ctx context.Context) error {
 	return context.Cause(ctx)
 }
 
-// quote returns ": " and the start of an upstream's error answer, for a message; "" if
-// it is empty.
+// quote returns ": " and the start of an upstream's answer, for a message; "" if it is
+// empty.
 func quote(answer []byte) string {
 	const maxShown = 300
-	s := strings.TrimSuffix(strings.TrimSpace(string(answer)), ".") // the message ends it
+	// One line of valid text (an error page has many), without the period the message
+	// puts after it.
+	s := strings.TrimSuffix(strings.Join(strings.Fields(strings.ToValidUTF8(string(answer), "\uFFFD")), " "), ".")
 	if s == "" {
 		return ""
 	}

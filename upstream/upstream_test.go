@@ -215,6 +215,8 @@ func TestMisbehaving(t *testing.T) {
 			asyncfn.InvalidInput, ` rejected the rows: 400 Bad Request: row 1: not a number.`, 1},
 		{"400 with a sentence", answer(http.StatusBadRequest, "Row 1 is not a number.\n"),
 			asyncfn.InvalidInput, ` rejected the rows: 400 Bad Request: Row 1 is not a number.`, 1},
+		{"an error page", answer(http.StatusBadRequest, "<html>\n  <h1>Bad\xffrow</h1>\n</html>\n"),
+			asyncfn.InvalidInput, " rejected the rows: 400 Bad Request: <html> <h1>Bad\uFFFDrow</h1> </html>.", 1},
 		{"404", answer(http.StatusNotFound, "no such function"),
 			asyncfn.Internal, ` answered 404 Not Found to a POST: no such function.`, 1},
 		{"redirect", func(_ int, w http.ResponseWriter, r *http.Request) {
@@ -225,7 +227,7 @@ func TestMisbehaving(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv, sent := server(t, tt.handle)
-			f := newFunction(t, srv.URL+"/fn", nil)
+			f := newFunction(t, srv.URL+"/fn?token=secret", nil) // named without its query
 			got, err := f.Call(context.Background(), rowsOf(`"a"`, `"b"`))
 			switch {
 			case tt.kind == "" && err != nil:
