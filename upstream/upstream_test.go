@@ -484,8 +484,13 @@ func TestConfig(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if good.Timeout != 15*time.Minute {
-		t.Errorf("default timeout %v, want 15m", good.Timeout)
+	f, err := upstream.New(good, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The runtime applies the concurrency, and lets the upstream's own timeout end first.
+	if fn := f.Function(); fn.Name != "fn" || fn.Concurrency != 16 || fn.Timeout != 15*time.Minute+time.Second {
+		t.Errorf("Function() = %s, concurrency %d, timeout %v; want fn, 16, 15m1s", fn.Name, fn.Concurrency, fn.Timeout)
 	}
 	for _, tt := range []struct {
 		field  string
