@@ -162,14 +162,15 @@ func (f *Function) batchHeader(ctx context.Context, body []byte) http.Header {
 	kept := asyncfn.RequestHeaders(ctx)
 	delete(kept, "traceparent")
 	delete(kept, "tracestate")
+	names := slices.Sorted(maps.Keys(kept)) // in order, for the hash
 	h := make(http.Header, len(f.header)+len(kept)+1)
-	for _, name := range slices.Sorted(maps.Keys(kept)) {
+	for _, name := range names {
 		h[name] = []string{kept[name]}
 	}
 	if _, ok := kept[asyncfn.HeaderBatchID]; !ok {
 		sum := sha256.New()
 		sum.Write([]byte(f.cfg.Name))
-		for _, name := range slices.Sorted(maps.Keys(kept)) {
+		for _, name := range names {
 			sum.Write([]byte("\n" + name + ": " + kept[name]))
 		}
 		sum.Write([]byte("\n\n"))
