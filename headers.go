@@ -2,6 +2,7 @@ package asyncfn
 
 import (
 	"context"
+	"maps"
 	"strings"
 )
 
@@ -57,4 +58,12 @@ func WithHeaders(ctx context.Context, headers map[string]string) context.Context
 func RequestHeader(ctx context.Context, name string) string {
 	h, _ := ctx.Value(headersKey{}).(map[string]string)
 	return h[strings.ToLower(name)]
+}
+
+// RequestHeaders returns a copy of all the kept headers (see KeepHeader) of the request
+// that brought the batch a function runs on, by lower-case name, or nil: for a function
+// that passes them on without knowing their names (package upstream).
+func RequestHeaders(ctx context.Context) map[string]string {
+	h, _ := ctx.Value(headersKey{}).(map[string]string)
+	return maps.Clone(h)
 }

@@ -2,6 +2,7 @@ package asyncfn_test
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,5 +46,24 @@ func TestRequestHeaders(t *testing.T) {
 	l.startPool(time.Minute, nil)
 	if status, body := l.pollFor("h", "b"); status != http.StatusOK || body != `{"data":[[0,"fr|ALICE|"]]}` {
 		t.Fatalf("GET = %d %s, want the language and user headers and no API key", status, body)
+	}
+}
+
+// TestRequestHeadersAll: a function enumerates the batch's kept headers, and changing
+// what it got changes nothing for the next reader.
+func TestRequestHeadersAll(t *testing.T) {
+	t.Parallel()
+	if h := asyncfn.RequestHeaders(context.Background()); h != nil {
+		t.Fatalf("RequestHeaders without headers = %v, want nil", h)
+	}
+	want := map[string]string{"sf-custom-language": "fr", "sf-context-current_user": "ALICE"}
+	ctx := asyncfn.WithHeaders(context.Background(), maps.Clone(want))
+	got := asyncfn.RequestHeaders(ctx)
+	if !maps.Equal(got, want) {
+		t.Fatalf("RequestHeaders = %v, want %v", got, want)
+	}
+	got["sf-custom-language"] = "de"
+	if again := asyncfn.RequestHeaders(ctx); !maps.Equal(again, want) {
+		t.Fatalf("RequestHeaders after changing a copy = %v, want %v", again, want)
 	}
 }

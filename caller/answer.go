@@ -18,6 +18,19 @@ import (
 // body as sent and once decompressed.
 const MaxAnswerBytes = 10 << 20
 
+// CheckAnswer checks a 200 answer to a batch of the given number of rows as Snowflake
+// does (see checkAnswer) and returns one value per row, slices of body. Its error says what the
+// service did wrong ("3 rows were sent, 2 came back"); errors.Is tells its class
+// (ErrInvalidJSON, ErrMissingData, ErrRowCount, ErrRowOrder, ErrRowValues, ErrTooLarge,
+// ErrChecksum). Package upstream checks its upstream's answers with it.
+func CheckAnswer(header http.Header, body []byte, rows int) ([]json.RawMessage, error) {
+	values, ae := checkAnswer(header, body, rows)
+	if ae != nil {
+		return nil, ae
+	}
+	return values, nil
+}
+
 // checkAnswer checks a 200 answer as Snowflake does, in this order: size, Content-MD5 (of
 // the body as sent, content-coded, per RFC 1864), decompression per Content-Encoding,
 // JSON, the "data" array, the number of rows, then each row's number and single value.

@@ -3,6 +3,7 @@ package caller
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"testing"
@@ -64,6 +65,26 @@ func validRows(data []json.RawMessage) bool {
 		}
 	}
 	return true
+}
+
+// TestCheckAnswer: the exported check answers a nil error for a good answer, and for a
+// bad one an error of its class that says what was wrong.
+func TestCheckAnswer(t *testing.T) {
+	t.Parallel()
+	values, err := CheckAnswer(http.Header{}, []byte(`{"data":[[0,"a"],[1,{"b":2}]]}`), 2)
+	if err != nil || len(values) != 2 || string(values[0]) != `"a"` || string(values[1]) != `{"b":2}` {
+		t.Fatalf("good answer: %q, %v", values, err)
+	}
+	for body, class := range map[string]error{
+		`{"data":[[0,"a"]]}`:         ErrRowCount,
+		`{"data":[[1,"a"],[0,"b"]]}`: ErrRowOrder,
+		`{"data":[[0,"a"],[1,"b"]`:   ErrInvalidJSON,
+		`{"rows":[]}`:                ErrMissingData,
+	} {
+		if _, err := CheckAnswer(http.Header{}, []byte(body), 2); !errors.Is(err, class) || err.Error() == "" {
+			t.Errorf("%s: error %v, want one of class %v", body, err, class)
+		}
+	}
 }
 
 func BenchmarkCheckAnswer(b *testing.B) {

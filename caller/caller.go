@@ -381,7 +381,7 @@ func (c *Client) exchange(ctx context.Context, p Payload, header http.Header, a 
 		default:
 			return fail(ErrRemoteStatus, resp.StatusCode, bodyForMessage(body))
 		}
-		delay := retryDelay(retry, c.cfg.RetryMax, retryAfter, time.Now(), rand.Float64())
+		delay := RetryDelay(retry, c.cfg.RetryMax, retryAfter, time.Now(), rand.Float64())
 		if waited+delay > c.cfg.RetryBudget {
 			return lastErr
 		}
@@ -439,10 +439,10 @@ func retryReason(err error, resp *http.Response) string {
 	return err.Error()
 }
 
-// retryDelay returns the wait before a retry: the Retry-After the service asked for
+// RetryDelay returns the wait before a retry: the Retry-After the service asked for
 // (seconds or an HTTP date) if any, else backoff with jitter in [backoff/2, backoff);
-// never more than limit. jitter is in [0, 1).
-func retryDelay(backoff, limit time.Duration, retryAfter string, now time.Time, jitter float64) time.Duration {
+// never more than limit. jitter is in [0, 1). Package upstream paces its retries with it.
+func RetryDelay(backoff, limit time.Duration, retryAfter string, now time.Time, jitter float64) time.Duration {
 	if retryAfter != "" {
 		if s, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && s >= 0 {
 			return min(time.Duration(s)*time.Second, limit)

@@ -541,8 +541,8 @@ func TestRetryDelay(t *testing.T) {
 		{time.Second, 10 * time.Second, "soon", 0, 500 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		if got := retryDelay(tt.backoff, tt.limit, tt.retryAfter, now, tt.jitter); got != tt.want {
-			t.Errorf("retryDelay(%v, %v, %q, %v) = %v, want %v", tt.backoff, tt.limit, tt.retryAfter, tt.jitter, got, tt.want)
+		if got := RetryDelay(tt.backoff, tt.limit, tt.retryAfter, now, tt.jitter); got != tt.want {
+			t.Errorf("RetryDelay(%v, %v, %q, %v) = %v, want %v", tt.backoff, tt.limit, tt.retryAfter, tt.jitter, got, tt.want)
 		}
 	}
 }

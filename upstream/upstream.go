@@ -1,0 +1,317 @@
+// Package upstream serves a function by calling an upstream: a synchronous
+// external-function service, which asyncfn makes asynchronous. Snowflake's batch, kept
+// by the runtime, is POSTed to the upstream in Snowflake's own format, with a timeout
+// far beyond a gateway's; the answer is checked as Snowflake checks it (package caller)
+// and becomes the batch's result.
+//
+// What the upstream does, and what the SQL user then sees:
+//
+//   - 200 with a good answer: its rows.
+//   - 200 with a bad answer (not JSON, no "data", a wrong number of rows, rows out of
+//     order, a row that is not [number, value], over 10 MB): the batch fails at once,
+//     422, with a sentence that says what the upstream did wrong.
+//   - 202: it is polled with GET, with the same headers, as Snowflake would, until it
+//     answers otherwise (the SQL user's own polls are answered 202 meanwhile).
+//   - 429, 5xx, or no answer (a refused or broken connection): the request is sent
+//     again after a jittered backoff, or after the Retry-After of a 429 or 503, up to
+//     Config.MaxAttempts times; then the batch goes back to the queue for a later
+//     attempt (asyncfn.RetryableError), and when those run out fails, 422, with the
+//     upstream's last answer.
+//   - 400: the batch fails, 400, with the upstream's message: it rejected the rows.
+//   - Any other status (another 4xx, a redirect, which is not followed): the batch fails,
+//     422, with the status and the upstream's message.
+//   - No final answer within Config.Timeout (a slow upstream, a hanging connection): the
+//     batch fails, 422, saying so.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/internal/wait"
+)
+
+// Function calls the upstream for the rows of a batch; it implements asyncfn.Func and
+// prometheus.Collector. It is safe for concurrent use.
+type Function struct {
+	cfg    Config
+	where  string // the URL without credentials nor query, for messages and logs
+	http   *http.Client
+	header http.Header // what every request carries, before the batch's own headers
+	logger *slog.Logger
+
+	requests *prometheus.CounterVec
+	latency  prometheus.Histogram
+	retries  prometheus.Counter
+}
+
+// New returns the function with cfg, which it validates (a *FieldError names the field).
+func New(cfg Config, logger *slog.Logger) (*Function, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(cfg.URL) // valid: checked above
+	labels := prometheus.Labels{"function": cfg.Name}
+	f := &Function{
+		cfg:    cfg,
+		where:  (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String(),
+		http:   caller.NewHTTPClient(cfg.Concurrency),
+		header: http.Header{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "asyncfn_upstream_requests_total",
+			Help:        "Requests sent to the function's upstream, by the class of its answer (2xx, 3xx, 4xx, 5xx, or error when none came).",
+			ConstLabels: labels,
+		}, []string{"class"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "asyncfn_upstream_request_duration_seconds",
+			Help:        "Time from sending a request to the function's upstream to reading the whole of its answer.",
+			ConstLabels: labels,
+			Buckets:     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "asyncfn_upstream_retries_total",
+			Help:        "Requests sent to the function's upstream again after a transport error, 429 or 5xx.",
+			ConstLabels: labels,
+		}),
+	}
+	f.logger = logger.With(asyncfn.LogFunction, cfg.Name, "upstream", f.where)
+	// The sf-* names lower-case, as Snowflake's proxies deliver them.
+	f.header["Content-Type"] = []string{"application/json"}
+	f.header[asyncfn.HeaderFormat] = []string{"json"}
+	f.header[asyncfn.HeaderFormatVersion] = []string{"1.0"}
+	for name, value := range cfg.Headers {
+		f.header[name] = []string{value}
+	}
+	return f, nil
+}
+
+// Function returns the function to register: at /Name, with the attempt's timeout a
+// second beyond Config.Timeout (so that the upstream's own deadline, whose message names
+// the upstream, ends it first), and Config.Concurrency batches at once.
+func (f *Function) Function() asyncfn.Function {
+	return asyncfn.Function{Name: f.cfg.Name, Func: f, Timeout: f.cfg.Timeout + time.Second, Concurrency: f.cfg.Concurrency}
+}
+
+// Describe implements prometheus.Collector.
+func (f *Function) Describe(ch chan<- *prometheus.Desc) {
+	f.requests.Describe(ch)
+	f.latency.Describe(ch)
+	f.retries.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (f *Function) Collect(ch chan<- prometheus.Metric) {
+	f.requests.Collect(ch)
+	f.latency.Collect(ch)
+	f.retries.Collect(ch)
+}
+
+var errTimeout = errors.New("upstream timeout")
+
+// Call implements asyncfn.Func: it sends the rows to the upstream and returns its values
+// as json.RawMessage, one per row.
+func (f *Function) Call(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, f.cfg.Timeout, errTimeout)
+	defer cancel()
+	args := make([]caller.Row, len(rows))
+	for i, r := range rows {
+		args[i] = r.Args
+	}
+	body := caller.EncodeRows(args) // numbered from 0, as the answer is checked
+	values, err := f.exchange(ctx, f.batchHeader(ctx, body), body, len(rows))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(values))
+	for i, v := range values {
+		out[i] = v
+	}
+	return out, nil
+}
+
+// batchHeader returns the headers of a batch's requests: the constant ones, the batch's
+// kept headers (its function's HEADERS and CONTEXT_HEADERS) but not its trace context,
+// which belongs to the POST that brought it, Config.Headers, and a batch id.
+//
+// The batch id is the upstream's idempotency key: the one Snowflake sent when it is
+// among the kept headers, else a hash of the function, the headers passed on and the
+// body, the same for every attempt of the batch, so that an asynchronous upstream finds
+// its earlier attempt. (Two batches of the same rows and headers share it, which a
+// function whose answer depends on its rows alone does not mind.)
+func (f *Function) batchHeader(ctx context.Context, body []byte) http.Header {
+	kept := asyncfn.RequestHeaders(ctx)
+	delete(kept, "traceparent")
+	delete(kept, "tracestate")
+	names := slices.Sorted(maps.Keys(kept)) // in order, for the hash
+	h := make(http.Header, len(f.header)+len(kept)+1)
+	for _, name := range names {
+		h[name] = []string{kept[name]}
+	}
+	if _, ok := kept[asyncfn.HeaderBatchID]; !ok {
+		sum := sha256.New()
+		sum.Write([]byte(f.cfg.Name))
+		for _, name := range names {
+			sum.Write([]byte("\n" + name + ": " + kept[name]))
+		}
+		sum.Write([]byte("\n\n"))
+		sum.Write(body)
+		h[asyncfn.HeaderBatchID] = []string{hex.EncodeToString(sum.Sum(nil)[:16])}
+	}
+	maps.Copy(h, f.header)
+	return h
+}
+
+// exchange POSTs the batch and returns the upstream's final answer, polling a 202 and
+// sending again a request that failed for want of an answer, a 429 or a 5xx.
+func (f *Function) exchange(ctx context.Context, header http.Header, body []byte, rows int) ([]json.RawMessage, error) {
+	method := http.MethodPost
+	poll, backoff := f.cfg.PollMin, f.cfg.MinBackoff
+	failures := 0 // sends of the current request that failed in a row
+	for {
+		resp, answer, err := f.roundTrip(ctx, method, header, body)
+		if err != nil && ctx.Err() != nil {
+			return nil, f.ended(ctx)
+		}
+		var failure, retryAfter string
+		switch {
+		case err != nil:
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // without the method and URL net/http puts before it
+			}
+			failure = "could not be reached (" + err.Error() + ")"
+		case resp.StatusCode == http.StatusOK:
+			values, err := caller.CheckAnswer(resp.Header, answer, rows)
+			if err != nil {
+				return nil, fail(asyncfn.Internal, "the upstream %s sent a bad answer: %s.", f.where, err)
+			}
+			return values, nil
+		case resp.StatusCode == http.StatusAccepted:
+			method, failures, backoff = http.MethodGet, 0, f.cfg.MinBackoff
+			if !wait.Sleep(ctx, poll) {
+				return nil, f.ended(ctx)
+			}
+			poll = min(poll+poll/2, f.cfg.PollMax)
+			continue
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			failure = "answered " + resp.Status + quote(answer)
+			if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+				retryAfter = resp.Header.Get("Retry-After")
+			}
+		case resp.StatusCode == http.StatusBadRequest:
+			return nil, fail(asyncfn.InvalidInput, "the upstream %s rejected the rows: %s%s.", f.where, resp.Status, quote(answer))
+		default:
+			return nil, fail(asyncfn.Internal, "the upstream %s answered %s to a %s%s.", f.where, resp.Status, method, quote(answer))
+		}
+		failures++
+		deadline, _ := ctx.Deadline() // set by Call
+		left := time.Until(deadline)
+		delay := caller.RetryDelay(backoff, left, retryAfter, time.Now(), rand.Float64())
+		switch {
+		case failures >= f.cfg.MaxAttempts:
+			times := "once"
+			if failures > 1 {
+				times = strconv.Itoa(failures) + " times in a row"
+			}
+			return nil, fail(asyncfn.Retryable, "the upstream %s %s, %s.", f.where, failure, times)
+		case delay >= left:
+			return nil, fail(asyncfn.Retryable, "the upstream %s %s, and the wait before asking again is longer than the attempt has left.", f.where, failure)
+		}
+		f.retries.Inc()
+		f.logger.Warn("upstream request failed; sending it again", "method", method, "failure", failure, "delay", delay)
+		if !wait.Sleep(ctx, delay) {
+			return nil, f.ended(ctx)
+		}
+		backoff = min(2*backoff, f.cfg.MaxBackoff)
+	}
+}
+
+// roundTrip sends one request and reads the whole answer, at most caller.MaxAnswerBytes+1
+// bytes of it (one more than an answer may have, for the check to say so), counting it in
+// the metrics. A failure to read the answer is a transport error like any other.
+func (f *Function) roundTrip(ctx context.Context, method string, header http.Header, body []byte) (*http.Response, []byte, error) {
+	var rd io.Reader
+	if method == http.MethodPost {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, f.cfg.URL, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header = header
+	start := time.Now()
+	resp, answer, err := read(f.http.Do(req))
+	f.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		f.requests.WithLabelValues("error").Inc()
+		return nil, nil, err
+	}
+	f.requests.WithLabelValues(strconv.Itoa(resp.StatusCode/100) + "xx").Inc()
+	return resp, answer, nil
+}
+
+func read(resp *http.Response, err error) (*http.Response, []byte, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(resp.ContentLength, 512), caller.MaxAnswerBytes)+1))
+	if _, err := io.Copy(buf, io.LimitReader(resp.Body, caller.MaxAnswerBytes+1)); err != nil {
+		return nil, nil, err
+	}
+	return resp, buf.Bytes(), nil
+}
+
+// ended is the error of an exchange cut by its context: the upstream's timeout, or
+// whatever ended the attempt (shutdown, a lost lease), which the runtime handles.
+func (f *Function) ended(ctx context.Context) error {
+	if context.Cause(ctx) == errTimeout {
+		return fail(asyncfn.Internal, "the upstream %s gave no final answer within %s, the function's timeout.", f.where, f.cfg.Timeout)
+	}
+	return context.Cause(ctx)
+}
+
+// quote returns ": " and the start of an upstream's answer, for a message; "" if it is
+// empty.
+func quote(answer []byte) string {
+	const maxShown = 300
+	// One line of valid text (an error page has many), without the period the message
+	// puts after it.
+	s := strings.TrimSuffix(strings.Join(strings.Fields(strings.ToValidUTF8(string(answer), "\uFFFD")), " "), ".")
+	if s == "" {
+		return ""
+	}
+	if len(s) > maxShown {
+		cut := maxShown
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return ": " + s
+}
+
+// fail returns a batch's error of kind with a message for the SQL user.
+func fail(kind asyncfn.ErrorKind, format string, args ...any) error {
+	return &asyncfn.Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
