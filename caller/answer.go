@@ -18,6 +18,19 @@ import (
 // body as sent and once decompressed.
 const MaxAnswerBytes = 10 << 20
 
+// CheckAnswer checks the body of a 200 answer, with its header, as Snowflake does (see
+// checkAnswer) and returns one value per row. Its error's message says what is wrong and
+// matches one of the Err* classes with errors.Is. It lets other callers of a function
+// (package process reads answers from a process's standard output) check answers the
+// same way.
+func CheckAnswer(header http.Header, body []byte, rows int) ([]json.RawMessage, error) {
+	values, ae := checkAnswer(header, body, rows)
+	if ae != nil {
+		return nil, ae
+	}
+	return values, nil
+}
+
 // checkAnswer checks a 200 answer as Snowflake does, in this order: size, Content-MD5 (of
 // the body as sent, content-coded, per RFC 1864), decompression per Content-Encoding,
 // JSON, the "data" array, the number of rows, then each row's number and single value.

@@ -3,6 +3,7 @@ package caller
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"testing"
@@ -74,5 +75,19 @@ func BenchmarkCheckAnswer(b *testing.B) {
 		if _, ae := checkAnswer(http.Header{}, body, len(rows)); ae != nil {
 			b.Fatal(ae)
 		}
+	}
+}
+
+// TestCheckAnswer: the exported check gives the values of a valid answer, and for an
+// invalid one an error of its class whose message says what is wrong.
+func TestCheckAnswer(t *testing.T) {
+	t.Parallel()
+	values, err := CheckAnswer(nil, []byte(`{"data":[[0,"a"],[1,{"k":1}]]}`), 2)
+	if err != nil || len(values) != 2 || string(values[0]) != `"a"` || string(values[1]) != `{"k":1}` {
+		t.Fatalf("values %q, error %v", values, err)
+	}
+	_, err = CheckAnswer(nil, []byte(`{"data":[[0,"a"]]}`), 2)
+	if !errors.Is(err, ErrRowCount) || err.Error() != "2 rows were sent, 1 came back" {
+		t.Errorf("error %v, want ErrRowCount", err)
 	}
 }

@@ -93,6 +93,9 @@ type answerError struct {
 
 func (e *answerError) Error() string { return e.detail }
 
+// Unwrap returns the class, for errors.Is.
+func (e *answerError) Unwrap() error { return e.kind }
+
 func answerErrorf(kind error, format string, args ...any) *answerError {
 	return &answerError{kind: kind, detail: fmt.Sprintf(format, args...)}
 }
