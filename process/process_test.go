@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os/exec"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +49,12 @@ for line in sys.stdin:
         args = [os.getpid() for _ in args]
     print(json.dumps({"data": [[r[0], a] for r, a in zip(rows, args)]}), flush=True)
 `
+
+// hangingShell answers one-row batches with its process id, but hangs on "hang".
+const hangingShell = `while read -r line; do
+  case "$line" in *hang*) sleep 3600 ;; esac
+  echo "{\"data\":[[0,$$]]}"
+done`
 
 // logBuffer is a log destination safe for the pool's goroutines.
 type logBuffer struct {
@@ -89,7 +97,9 @@ func newPool(t testing.TB, script string, edit func(*process.Config)) (*process.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := p.Close(context.Background()); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // fail, not hang
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
 			t.Error(err)
 		}
 	})
@@ -175,13 +185,17 @@ func TestFailures(t *testing.T) {
 		{`"crash"`, process.ErrExited, process.OutcomeExited, "exited before answering"},
 		{`"garbage"`, caller.ErrInvalidJSON, process.OutcomeInvalid, "answered a line that is not a valid answer (the answer is not valid JSON"},
 		{`"short"`, caller.ErrRowCount, process.OutcomeInvalid, "(2 rows were sent, 0 came back)"},
-		{`"hang"`, process.ErrTimeout, process.OutcomeTimeout, "did not answer within 3s"},
+		{`"hang"`, process.ErrTimeout, process.OutcomeTimeout, "did not answer within 1s"},
 	} {
 		t.Run(c.arg, func(t *testing.T) {
 			t.Parallel()
 			p, logs := newPool(t, faulty, func(cfg *process.Config) {
 				if c.class == process.ErrTimeout {
-					cfg.Timeout = 3 * time.Second
+					// sh, which starts at once however busy the machine, so that the
+					// timeout can be short; the hung sleep is a child, which must be
+					// killed with it for Close to see its standard error end.
+					cfg.Command = []string{"sh", "-c", hangingShell}
+					cfg.Timeout = time.Second
 				}
 			})
 			before, err := p.Call(context.Background(), rowsOf(`"pid"`))
@@ -216,5 +230,189 @@ func TestFailures(t *testing.T) {
 				t.Errorf("metrics %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestCanceled: a batch whose context ends fails with the context's error, not a
+// retryable one (the runtime decides), and its process is replaced.
+func TestCanceled(t *testing.T) {
+	t.Parallel()
+	p, _ := newPool(t, hangingShell, func(cfg *process.Config) { cfg.Command = []string{"sh", "-c", hangingShell} })
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cause := errors.New("shutting down")
+	time.AfterFunc(100*time.Millisecond, func() { cancel(cause) })
+	if _, err := p.Call(ctx, rowsOf(`"hang"`)); err != cause {
+		t.Fatalf("error %v, want %v", err, cause)
+	}
+	if _, err := p.Call(context.Background(), rowsOf(`"x"`)); err != nil {
+		t.Fatalf("the batch after: %v", err)
+	}
+	got := gather(t, p)
+	if got[`asyncfn_process_requests_total{function="faulty"}{outcome="canceled"}`] != 1 || got[`asyncfn_process_restarts_total{function="faulty"}`] != 1 {
+		t.Errorf("metrics %v", got)
+	}
+}
+
+// TestExitAtStart: a process that exits as it starts fails each batch with its class,
+// its standard error logged, and is started again for each.
+func TestExitAtStart(t *testing.T) {
+	t.Parallel()
+	p, logs := newPool(t, `import sys; sys.exit("no model file")`, nil)
+	for range 2 {
+		_, err := p.Call(context.Background(), rowsOf(`"a"`))
+		if e := asyncfn.AsError(err); !errors.Is(err, process.ErrExited) || e.Kind != asyncfn.Retryable {
+			t.Fatalf("error %v, want a retryable ErrExited", err)
+		}
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "no model file"); n < 2 {
+		t.Errorf("standard error logged %d times, want 2 or 3:\n%s", n, logs)
+	}
+	if got := gather(t, p)[`asyncfn_process_restarts_total{function="faulty"}`]; got < 1 {
+		t.Errorf("%v restarts", got)
+	}
+}
+
+// TestCommandNotFound: New fails naming the command that cannot start.
+func TestCommandNotFound(t *testing.T) {
+	t.Parallel()
+	cfg := process.DefaultConfig()
+	cfg.Name, cfg.Command = "missing", []string{"asyncfn-no-such-command", "arg"}
+	_, err := process.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, process.ErrUnavailable) || !strings.Contains(err.Error(), "asyncfn-no-such-command") {
+		t.Fatalf("error %v, want one naming the command", err)
+	}
+}
+
+// TestConcurrency: with two processes, two batches run at once (each waits for the
+// other to arrive), and more batches than processes wait for a free one.
+func TestConcurrency(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const meet = `
+import json, os, sys, time
+for line in sys.stdin:
+    rows = json.loads(line)["data"]
+    if rows[0][1] == "meet":
+        open(os.path.join(os.environ["MEET"], str(os.getpid())), "w").close()
+        while len(os.listdir(os.environ["MEET"])) < 2:
+            time.sleep(0.01)
+    print(json.dumps({"data": [[0, os.getpid()]]}), flush=True)
+`
+	p, _ := newPool(t, meet, func(cfg *process.Config) {
+		cfg.Processes, cfg.Env = 2, map[string]string{"MEET": dir}
+	})
+	args := []string{`"meet"`, `"meet"`, `"x"`, `"x"`, `"x"`, `"x"`}
+	pids := make([]string, len(args))
+	var wg sync.WaitGroup
+	for i, a := range args {
+		wg.Go(func() {
+			out, err := p.Call(context.Background(), rowsOf(a))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := json.Marshal(out[0])
+			pids[i] = string(b)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	distinct := map[string]bool{}
+	for _, pid := range pids {
+		distinct[pid] = true
+	}
+	if pids[0] == pids[1] || len(distinct) != 2 {
+		t.Errorf("process ids %v: want the two meeting batches in two processes, and two in all", pids)
+	}
+}
+
+// TestCloseGrace: Close gives the processes SIGTERM and the grace period, then kills one
+// that ignores it; calls after Close fail.
+func TestCloseGrace(t *testing.T) {
+	t.Parallel()
+	const stubborn = `
+import json, os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for line in sys.stdin:
+    print(json.dumps({"data": [[0, os.getpid()]]}), flush=True)
+`
+	const grace = 300 * time.Millisecond
+	p, logs := newPool(t, stubborn, func(cfg *process.Config) { cfg.GracePeriod = grace })
+	out, err := p.Call(context.Background(), rowsOf(`"pid"`)) // SIGTERM is ignored from now
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < grace {
+		t.Errorf("Close returned after %s, before the grace period of %s", took, grace)
+	}
+	if !strings.Contains(logs.String(), "killing it") || !strings.Contains(logs.String(), "signal: killed") {
+		t.Errorf("no kill logged:\n%s", logs)
+	}
+	pid, err := strconv.Atoi(string(out[0].(json.RawMessage)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("process %s still runs", out[0])
+	}
+	if _, err := p.Call(context.Background(), rowsOf(`"a"`)); !errors.Is(err, process.ErrUnavailable) {
+		t.Errorf("call after Close: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestCloseTerminates: processes that exit on SIGTERM are not killed.
+func TestCloseTerminates(t *testing.T) {
+	t.Parallel()
+	p, logs := newPool(t, faulty, func(cfg *process.Config) { cfg.Processes, cfg.GracePeriod = 2, time.Minute })
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "killing it") || strings.Count(logs.String(), "process exited") != 2 {
+		t.Errorf("want two processes exited on SIGTERM:\n%s", logs)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	for field, edit := range map[string]func(*process.Config){
+		"name":           func(c *process.Config) { c.Name = "" },
+		"command":        func(c *process.Config) { c.Command = []string{""} },
+		"processes":      func(c *process.Config) { c.Processes = 0 },
+		"timeout":        func(c *process.Config) { c.Timeout = 0 },
+		"grace-period":   func(c *process.Config) { c.GracePeriod = -time.Second },
+		"max-line-bytes": func(c *process.Config) { c.MaxLineBytes = caller.MaxAnswerBytes + 1 },
+		"env":            func(c *process.Config) { c.Env = map[string]string{"A=B": "secret"} },
+	} {
+		cfg := process.DefaultConfig()
+		cfg.Name, cfg.Command = "f", []string{"true"}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		edit(&cfg)
+		var fe *process.FieldError
+		if err := cfg.Validate(); !errors.As(err, &fe) || fe.Field != field || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: error %v", field, err)
+		}
+	}
+}
+
+// TestLineTooLong: an answer line over MaxLineBytes fails the batch.
+func TestLineTooLong(t *testing.T) {
+	t.Parallel()
+	p, _ := newPool(t, faulty, func(cfg *process.Config) { cfg.MaxLineBytes = 100 })
+	if _, err := p.Call(context.Background(), rowsOf(`"`+strings.Repeat("x", 100)+`"`)); !errors.Is(err, process.ErrInvalidAnswer) || !errors.Is(err, caller.ErrTooLarge) {
+		t.Fatalf("error %v, want ErrInvalidAnswer", err)
+	}
+	if _, err := p.Call(context.Background(), rowsOf(`"short enough"`)); err != nil {
+		t.Fatal(err)
 	}
 }
