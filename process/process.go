@@ -252,16 +252,27 @@ func (p *Pool) exchange(ctx context.Context, pr *proc, id uint64, line []byte, r
 		return nil, OutcomeExited, &failure{ErrExited, err, fmt.Sprintf(
 			"the process of function %s (pid %d) exited before answering; it is restarted, and its standard error is in asyncfn's log.", p.cfg.Name, pr.pid)}
 	}
-	if _, err := pr.stdin.Write(line); err != nil {
-		return fail(err)
-	}
+	// Written while the answer is read: a process that answers as it reads (cat does)
+	// would otherwise block on its full standard output while asyncfn blocks on its full
+	// standard input.
+	written := make(chan error, 1)
+	go func() {
+		_, err := pr.stdin.Write(line)
+		written <- err
+	}()
 	answer, err := readLine(pr.out, p.cfg.MaxLineBytes)
-	if errors.Is(err, errLineTooLong) {
+	if err != nil {
+		pr.stdin.SetWriteDeadline(time.Now()) // the process may not read any more
+	}
+	writeErr := <-written
+	switch {
+	case errors.Is(err, errLineTooLong):
 		return nil, OutcomeInvalid, &failure{ErrInvalidAnswer, caller.ErrTooLarge, fmt.Sprintf(
 			"the process of function %s (pid %d) answered a line over %d bytes; it is restarted.", p.cfg.Name, pr.pid, p.cfg.MaxLineBytes)}
-	}
-	if err != nil {
+	case err != nil:
 		return fail(err)
+	case writeErr != nil:
+		return fail(writeErr)
 	}
 	values, err := caller.CheckAnswer(nil, answer, rows)
 	if err != nil {

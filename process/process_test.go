@@ -416,3 +416,22 @@ func TestLineTooLong(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAnswerWhileReading: a process that answers as it reads (cat echoes the request
+// line, a valid answer for rows of one argument) gets a batch larger than the pipes'
+// buffers without a deadlock.
+func TestAnswerWhileReading(t *testing.T) {
+	t.Parallel()
+	p, _ := newPool(t, "", func(cfg *process.Config) { cfg.Command = []string{"cat"} })
+	var rows []asyncfn.Row
+	for i, args := range caller.SyntheticRows(4096) {
+		rows = append(rows, asyncfn.Row{Number: i, Args: args})
+	}
+	out, err := p.Call(context.Background(), rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(rows) || string(out[4095].(json.RawMessage)) != string(rows[4095].Args[0]) {
+		t.Errorf("%d values, the last %s", len(out), out[len(out)-1])
+	}
+}
