@@ -3,13 +3,23 @@
 // running, and each batch goes to a free process as one line on its standard input, the
 // Snowflake request body ({"data":[[0,arg...],[1,arg...],...]}), which answers with one
 // line on its standard output, the response body ({"data":[[0,v0],[1,v1],...]}), checked
-// as Snowflake checks an answer. Its standard error goes to the log, a record a line.
+// as Snowflake checks an answer. Its standard error goes to the log, a warning a line,
+// with the function's name, the process id and the number of the call it serves (a
+// function is not told its batch's id: the error of a failed batch names the process id,
+// and the worker logs that error with the batch id).
 //
 // A process that exits, answers a line that is not a valid answer, or does not answer
 // within Config.Timeout is killed with its process group and restarted in the background,
-// and the batch's attempt fails with a RetryableError: the batch is tried again after a
-// backoff, and once its attempts run out the SQL user sees the last of these errors. The
-// Pool is a prometheus.Collector of its requests, their latency, and its restarts.
+// and the batch's attempt fails with a RetryableError: a crash may be transient (memory,
+// a dependency of the script), and the batch's attempts bound a script that always fails;
+// once they run out the SQL user sees the last of these errors (a 422), e.g. "the function
+// score failed 3 times, the most allowed; the last error: the process of function score
+// (pid 4242) exited before answering; ...". A process that exits while idle is started
+// again by the next batch, which does not fail for it.
+//
+// The Pool is a prometheus.Collector, each metric labelled with the function's name:
+// asyncfn_process_requests_total by outcome, asyncfn_process_request_duration_seconds,
+// and asyncfn_process_restarts_total.
 //
 // It runs on Unix (processes are started in process groups of their own).
 package process
