@@ -416,10 +416,10 @@ func closeFiles(files []*os.File) {
 	}
 }
 
-// wait reaps pr and logs how it exited.
+// wait reaps pr and logs how it exited, before it says so (Close returns after the log).
 func (p *Pool) wait(pr *proc) {
 	err := pr.cmd.Wait()
-	close(pr.exited)
+	defer close(pr.exited)
 	expected := pr.killed.Load() || p.isClosed()
 	status := "exit status 0"
 	if err != nil {
@@ -428,7 +428,7 @@ func (p *Pool) wait(pr *proc) {
 	if expected {
 		p.logger.Info("process exited", "pid", pr.pid, "status", status)
 	} else {
-		p.logger.Warn("process exited unexpectedly; the next batch restarts it", "pid", pr.pid, "status", status)
+		p.logger.Warn("process exited unexpectedly", "pid", pr.pid, "status", status)
 	}
 }
 
