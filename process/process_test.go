@@ -435,3 +435,27 @@ func TestAnswerWhileReading(t *testing.T) {
 		t.Errorf("%d values, the last %s", len(out), out[len(out)-1])
 	}
 }
+
+// TestDirAndEnv: the processes run in Dir with Env added to their environment, whose
+// values are not logged.
+func TestDirAndEnv(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, logs := newPool(t, "", func(cfg *process.Config) {
+		cfg.Command = []string{"sh", "-c", `while read -r line; do echo "{\"data\":[[0,\"$(pwd) $TOKEN\"]]}"; done`}
+		cfg.Dir, cfg.Env = dir, map[string]string{"TOKEN": "s3cret"}
+	})
+	out, err := p.Call(context.Background(), rowsOf(`"a"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(out[0].(json.RawMessage)), `"`+dir+` s3cret"`; got != want {
+		t.Errorf("answer %s, want %s", got, want)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "s3cret") {
+		t.Errorf("the secret is logged:\n%s", logs)
+	}
+}
