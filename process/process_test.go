@@ -459,3 +459,5 @@ func TestDirAndEnv(t *testing.T) {
 		t.Errorf("the secret is logged:\n%s", logs)
 	}
 }
+
+var discard = slog.New(slog.DiscardHandler)
