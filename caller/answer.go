@@ -22,7 +22,7 @@ const MaxAnswerBytes = 10 << 20
 // does (see checkAnswer) and returns one value per row, slices of body. Its error says what the
 // service did wrong ("3 rows were sent, 2 came back"); errors.Is tells its class
 // (ErrInvalidJSON, ErrMissingData, ErrRowCount, ErrRowOrder, ErrRowValues, ErrTooLarge,
-// ErrChecksum). Package upstream checks its upstream's answers with it.
+// ErrChecksum). Packages upstream and process check the answers of what they call with it.
 func CheckAnswer(header http.Header, body []byte, rows int) ([]json.RawMessage, error) {
 	values, ae := checkAnswer(header, body, rows)
 	if ae != nil {
