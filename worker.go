@@ -238,20 +238,28 @@ func (p *Pool) claimOnce(ctx context.Context) (int, error) {
 }
 
 func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (int, error) {
-	if limit <= 0 {
+	// The slots are taken before the claim, so that every batch claimed starts at once
+	// under its heartbeat: a slot taken meanwhile by a batch run at once would otherwise
+	// leave a claimed batch waiting while its lease runs out, and another worker run it.
+	limited := ""
+	if len(functions) == 1 && p.perFunc[functions[0]] != nil {
+		limited = functions[0]
+	}
+	held := p.takeSlots(limited, limit)
+	if held == 0 {
 		return 0, nil
 	}
-	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: limit, Functions: functions})
+	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: held, Functions: functions})
 	if err != nil {
-		// A claim that failed is not known to be durable: running its batches could run
-		// each of them any number of times without counting an attempt.
+		batches = nil // not known to be durable: running them could run each any number of times
+	}
+	for range held - len(batches) {
+		p.release(limited)
+	}
+	if err != nil {
 		return 0, err
 	}
 	for _, b := range batches {
-		p.slots <- struct{}{}
-		if sem := p.perFunc[b.Key.Function]; sem != nil {
-			sem <- struct{}{}
-		}
 		p.running.Add(1)
 		go func() {
 			defer p.release(b.Key.Function)
@@ -259,6 +267,28 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 		}()
 	}
 	return len(batches), nil
+}
+
+// takeSlots takes up to n free worker slots without waiting, and as many of function's
+// own slots if it has a concurrency of its own (function ""; none), and returns how many.
+func (p *Pool) takeSlots(function string, n int) int {
+	sem := p.perFunc[function]
+	for taken := range n {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			return taken
+		}
+		if sem != nil {
+			select {
+			case sem <- struct{}{}:
+			default:
+				<-p.slots
+				return taken
+			}
+		}
+	}
+	return max(n, 0)
 }
 
 // The pause after a failed claim doubles from claimBackoffMin up to claimBackoffMax.
