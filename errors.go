@@ -81,3 +81,19 @@ func AsError(err error) *Error {
 	}
 	return &Error{Kind: Internal, Message: err.Error(), err: err}
 }
+
+// FieldError is a configuration field's bad value, as the Validate methods of the
+// functions' configurations return it. Field is the field's name in lower case with
+// dashes (max-attempts), from which a command line, the environment or a configuration
+// file makes its own names; Message says what is wrong with the value.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + " " + e.Message }
+
+// BadField returns a *FieldError for field with the formatted message.
+func BadField(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}

@@ -1,11 +1,12 @@
 package comprehend
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/comprehend/types"
+
+	"github.com/asyncfn/asyncfn"
 )
 
 // Config configures the comprehend function. Each field documents its default, which
@@ -68,35 +69,26 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a Config field's bad value. Field is the field's name in lower case with
-// dashes (long-text), from which the command line and the environment make their names.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + " " + e.Message }
+// FieldError is a Config field's bad value (asyncfn.FieldError), the type Validate returns.
+type FieldError = asyncfn.FieldError
 
 // Validate returns a *FieldError naming the first bad field.
 func (c Config) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
-	}
 	switch {
 	case language(c.Language) == "":
-		return bad("language", "%q: %s", c.Language, languageList())
+		return asyncfn.BadField("language", "%q: %s", c.Language, languageList())
 	case c.Concurrency <= 0:
-		return bad("concurrency", "%d: must be positive", c.Concurrency)
+		return asyncfn.BadField("concurrency", "%d: must be positive", c.Concurrency)
 	case c.LongText != Truncate && c.LongText != Fail && c.LongText != Null:
-		return bad("long-text", "%q: use truncate, fail or null", c.LongText)
+		return asyncfn.BadField("long-text", "%q: use truncate, fail or null", c.LongText)
 	case c.RowErrors != Fail && c.RowErrors != Null:
-		return bad("row-errors", "%q: use fail or null", c.RowErrors)
+		return asyncfn.BadField("row-errors", "%q: use fail or null", c.RowErrors)
 	case c.MaxAttempts <= 0:
-		return bad("max-attempts", "%d: must be positive", c.MaxAttempts)
+		return asyncfn.BadField("max-attempts", "%d: must be positive", c.MaxAttempts)
 	case c.MaxBackoff <= 0:
-		return bad("max-backoff", "%s: must be positive", c.MaxBackoff)
+		return asyncfn.BadField("max-backoff", "%s: must be positive", c.MaxBackoff)
 	case c.CallTimeout <= 0:
-		return bad("call-timeout", "%s: must be positive", c.CallTimeout)
+		return asyncfn.BadField("call-timeout", "%s: must be positive", c.CallTimeout)
 	}
 	return nil
 }

@@ -1,10 +1,10 @@
 package process
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/caller"
 )
 
@@ -47,41 +47,32 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a Config field's bad value. Field is the field's name in lower case with
-// dashes (max-line-bytes), from which a configuration file makes its names.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + " " + e.Message }
+// FieldError is a Config field's bad value (asyncfn.FieldError), the type Validate returns.
+type FieldError = asyncfn.FieldError
 
 // Validate returns a *FieldError naming the first bad field.
 func (c Config) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
-	}
 	switch {
 	case c.Name == "":
-		return bad("name", "is required")
+		return asyncfn.BadField("name", "is required")
 	case len(c.Command) == 0 || c.Command[0] == "":
-		return bad("command", "is required: the program to run and its arguments")
+		return asyncfn.BadField("command", "is required: the program to run and its arguments")
 	case c.Processes <= 0:
-		return bad("processes", "%d: must be positive", c.Processes)
+		return asyncfn.BadField("processes", "%d: must be positive", c.Processes)
 	case c.Timeout <= 0:
-		return bad("timeout", "%s: must be positive", c.Timeout)
+		return asyncfn.BadField("timeout", "%s: must be positive", c.Timeout)
 	case c.GracePeriod < 0:
-		return bad("grace-period", "%s: must not be negative", c.GracePeriod)
+		return asyncfn.BadField("grace-period", "%s: must not be negative", c.GracePeriod)
 	case c.MaxLineBytes <= 0 || c.MaxLineBytes > caller.MaxAnswerBytes:
-		return bad("max-line-bytes", "%d: must be between 1 and %d, Snowflake's limit on an answer", c.MaxLineBytes, caller.MaxAnswerBytes)
+		return asyncfn.BadField("max-line-bytes", "%d: must be between 1 and %d, Snowflake's limit on an answer", c.MaxLineBytes, caller.MaxAnswerBytes)
 	}
 	for name, value := range c.Env {
 		// Messages name the variable only: the value may be a secret.
 		if name == "" || strings.ContainsAny(name, "=\x00") {
-			return bad("env", "%q: a variable's name must be non-empty without '=' or NUL", name)
+			return asyncfn.BadField("env", "%q: a variable's name must be non-empty without '=' or NUL", name)
 		}
 		if strings.ContainsRune(value, 0) {
-			return bad("env", "%s: the value contains NUL", name)
+			return asyncfn.BadField("env", "%s: the value contains NUL", name)
 		}
 	}
 	return nil

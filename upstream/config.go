@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/caller"
 )
 
@@ -61,25 +62,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a Config field's bad value. Field is the field's name in lower case with
-// dashes (max-attempts), from which a configuration file or command line makes its names.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + " " + e.Message }
+// FieldError is a Config field's bad value (asyncfn.FieldError), the type Validate returns.
+type FieldError = asyncfn.FieldError
 
 // Validate returns a *FieldError naming the first bad field.
 func (c Config) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
-	}
 	switch {
 	case c.Name == "":
-		return bad("name", "must not be empty")
+		return asyncfn.BadField("name", "must not be empty")
 	case checkURL(c.URL) != "":
-		return bad("url", "%s", checkURL(c.URL))
+		return asyncfn.BadField("url", "%s", checkURL(c.URL))
 	}
 	positive := []struct {
 		field string
@@ -87,26 +79,26 @@ func (c Config) Validate() error {
 	}{{"timeout", c.Timeout}, {"min-backoff", c.MinBackoff}, {"max-backoff", c.MaxBackoff}, {"poll-min", c.PollMin}, {"poll-max", c.PollMax}}
 	for _, p := range positive {
 		if p.d <= 0 {
-			return bad(p.field, "%s: must be positive", p.d)
+			return asyncfn.BadField(p.field, "%s: must be positive", p.d)
 		}
 	}
 	switch {
 	case c.Concurrency <= 0:
-		return bad("concurrency", "%d: must be positive", c.Concurrency)
+		return asyncfn.BadField("concurrency", "%d: must be positive", c.Concurrency)
 	case c.MaxAttempts <= 0:
-		return bad("max-attempts", "%d: must be positive", c.MaxAttempts)
+		return asyncfn.BadField("max-attempts", "%d: must be positive", c.MaxAttempts)
 	case c.MaxBackoff < c.MinBackoff:
-		return bad("max-backoff", "%s: must not be below min-backoff %s", c.MaxBackoff, c.MinBackoff)
+		return asyncfn.BadField("max-backoff", "%s: must not be below min-backoff %s", c.MaxBackoff, c.MinBackoff)
 	case c.PollMax < c.PollMin:
-		return bad("poll-max", "%s: must not be below poll-min %s", c.PollMax, c.PollMin)
+		return asyncfn.BadField("poll-max", "%s: must not be below poll-min %s", c.PollMax, c.PollMin)
 	}
 	for name, value := range c.Headers {
 		// Checked here, as net/http would refuse every request with such a header.
 		if name == "" || strings.IndexFunc(name, notTokenChar) >= 0 {
-			return bad("headers", "%q: not a header name", name)
+			return asyncfn.BadField("headers", "%q: not a header name", name)
 		}
 		if strings.ContainsAny(value, "\r\n\x00") {
-			return bad("headers", "%s: the value has a line break or NUL", name) // not the value: it may be a secret
+			return asyncfn.BadField("headers", "%s: the value has a line break or NUL", name) // not the value: it may be a secret
 		}
 	}
 	return nil
