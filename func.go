@@ -57,6 +57,9 @@ type Function struct {
 	// Name is the route: the function answers at /Name. Letters, digits, '-', '_' and '.'.
 	Name string
 	Func Func
+	// Description tells people what the function runs, such as an upstream's URL or a
+	// command, for the status page. It must hold no secret. Default empty.
+	Description string
 	// Timeout bounds one attempt. Default 5 minutes (Snowflake gives up on an external
 	// function's batch 10 minutes after it starts polling).
 	Timeout time.Duration

@@ -7,15 +7,18 @@ import (
 )
 
 // KeepHeader reports whether a request header, by lower-case name, is kept with its batch
-// for the function (Batch.Headers): Snowflake's custom headers (a function's HEADERS
-// clause, as sf-custom-NAME) but not the API key, its context headers
-// (CONTEXT_HEADERS, as sf-context-NAME), and the W3C trace context.
+// for the function (Batch.Headers): Snowflake's own headers that name the batch, the query
+// and the function (batch and query ids, name, signature and return type, each with its
+// -base64 twin), its custom headers (a function's HEADERS clause, as sf-custom-NAME) but
+// not the API key, its context headers (CONTEXT_HEADERS, as sf-context-NAME), and the W3C
+// trace context. An upstream that serves the function is sent them as Snowflake sent
+// them (package upstream). The format headers are not kept: they are constant.
 func KeepHeader(name string) bool {
 	switch {
-	case name == HeaderAPIKey:
+	case name == HeaderAPIKey, name == HeaderFormat, name == HeaderFormatVersion:
 		return false
 	case strings.HasPrefix(name, HeaderCustomPrefix), strings.HasPrefix(name, HeaderContextPrefix),
-		name == "traceparent", name == "tracestate":
+		strings.HasPrefix(name, headerFunctionPrefix), name == "traceparent", name == "tracestate":
 		return true
 	}
 	return false
@@ -33,6 +36,7 @@ const (
 	HeaderName           = "sf-external-function-name"
 	HeaderSignature      = "sf-external-function-signature"
 	HeaderReturnType     = "sf-external-function-return-type"
+	headerFunctionPrefix = "sf-external-function-"
 	// HeaderCustomPrefix starts each of the function's HEADERS, HeaderContextPrefix each
 	// of its CONTEXT_HEADERS.
 	HeaderCustomPrefix  = "sf-custom-"

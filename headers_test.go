@@ -12,8 +12,9 @@ import (
 	"github.com/asyncfn/asyncfn/sqlite"
 )
 
-// TestRequestHeaders: the function reads the custom and context headers of the POST that
-// brought its batch, through the store, but never the API key.
+// TestRequestHeaders: the function reads the custom and context headers and the batch id
+// of the POST that brought its batch, through the store, but never the API key (nor the
+// constant format header).
 func TestRequestHeaders(t *testing.T) {
 	t.Parallel()
 	store, err := sqlite.Open(context.Background(), t.TempDir()+"/a.db", sqlite.Options{})
@@ -25,7 +26,8 @@ func TestRequestHeaders(t *testing.T) {
 		out := make([]any, len(rows))
 		for i := range rows {
 			out[i] = strings.Join([]string{asyncfn.RequestHeader(ctx, "sf-custom-language"),
-				asyncfn.RequestHeader(ctx, "SF-Context-Current-User"), asyncfn.RequestHeader(ctx, "sf-custom-api-key")}, "|")
+				asyncfn.RequestHeader(ctx, "SF-Context-Current-User"), asyncfn.RequestHeader(ctx, "sf-custom-api-key"),
+				asyncfn.RequestHeader(ctx, asyncfn.HeaderBatchID), asyncfn.RequestHeader(ctx, asyncfn.HeaderFormat)}, "|")
 		}
 		return out, nil
 	})
@@ -35,6 +37,7 @@ func TestRequestHeaders(t *testing.T) {
 	req.Header.Set("sf-custom-language", "fr")
 	req.Header.Set("sf-context-current-user", "ALICE")
 	req.Header.Set("sf-custom-api-key", "secret-secret-secret")
+	req.Header.Set(asyncfn.HeaderFormat, "json")
 	resp, err := l.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +47,8 @@ func TestRequestHeaders(t *testing.T) {
 		t.Fatalf("POST = %d", resp.StatusCode)
 	}
 	l.startPool(time.Minute, nil)
-	if status, body := l.pollFor("h", "b"); status != http.StatusOK || body != `{"data":[[0,"fr|ALICE|"]]}` {
-		t.Fatalf("GET = %d %s, want the language and user headers and no API key", status, body)
+	if status, body := l.pollFor("h", "b"); status != http.StatusOK || body != `{"data":[[0,"fr|ALICE||b|"]]}` {
+		t.Fatalf("GET = %d %s, want the language and user headers, the batch id, no API key and no format", status, body)
 	}
 }
 

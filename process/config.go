@@ -1,6 +1,7 @@
 package process
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,19 @@ type Config struct {
 	// MaxLineBytes is the longest answer line read from a process, without its newline.
 	// Default and maximum 10 MB, Snowflake's limit on one batch's answer.
 	MaxLineBytes int
+}
+
+// Describe returns the command line, its arguments quoted where they need it: for the
+// status page. (Secrets belong in Env, which it leaves out.)
+func (c Config) Describe() string {
+	words := make([]string, len(c.Command))
+	for i, w := range c.Command {
+		if w == "" || strings.ContainsAny(w, " \t\n\"'\\$") {
+			w = strconv.Quote(w)
+		}
+		words[i] = w
+	}
+	return strings.Join(words, " ")
 }
 
 // DefaultConfig returns the defaults the fields document.

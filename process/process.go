@@ -4,9 +4,8 @@
 // Snowflake request body ({"data":[[0,arg...],[1,arg...],...]}), which answers with one
 // line on its standard output, the response body ({"data":[[0,v0],[1,v1],...]}), checked
 // as Snowflake checks an answer. Its standard error goes to the log, a warning a line,
-// with the function's name, the process id and the number of the call it serves (a
-// function is not told its batch's id: the error of a failed batch names the process id,
-// and the worker logs that error with the batch id).
+// with the function's name, the process id, and the number and batch id of the call it
+// serves.
 //
 // A process that exits, answers a line that is not a valid answer, or does not answer
 // within Config.Timeout is killed with its process group and restarted in the background,
@@ -89,6 +88,12 @@ type Pool struct {
 	restarts prometheus.Counter
 }
 
+// serving is the call a process serves: its number in the log and its batch's id.
+type serving struct {
+	id      uint64
+	batchID string
+}
+
 // proc is one running process.
 type proc struct {
 	cmd    *exec.Cmd
@@ -96,7 +101,7 @@ type proc struct {
 	stdin  *os.File
 	stdout *os.File
 	out    *bufio.Reader
-	call   atomic.Uint64 // the call it serves, for its standard error's log lines; 0 if none
+	call   atomic.Pointer[serving] // the call it serves, for its standard error's log lines; nil if none
 	killed atomic.Bool   // by the pool, which expects its exit
 	// exited is closed once the process has exited; logged once its standard error is
 	// read to the end.
@@ -146,10 +151,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Pool, error) {
 	return p, nil
 }
 
-// Function returns the function to register, at /Name; its unset settings take the
+// Function returns the function to register, at /Name, running Config.Processes batches
+// at once (the runtime holds the others in the queue); its unset settings take the
 // defaults of the binary that serves it.
 func (p *Pool) Function() asyncfn.Function {
-	return asyncfn.Function{Name: p.cfg.Name, Func: p}
+	return asyncfn.Function{Name: p.cfg.Name, Func: p, Description: p.cfg.Describe(), Concurrency: p.cfg.Processes}
 }
 
 // Describe implements prometheus.Collector.
@@ -201,7 +207,7 @@ func (p *Pool) call(ctx context.Context, rows []asyncfn.Row) ([]json.RawMessage,
 		pr = next
 	}
 	id := p.calls.Add(1)
-	values, outcome, err := p.exchange(ctx, pr, id, line, len(rows))
+	values, outcome, err := p.exchange(ctx, pr, &serving{id, asyncfn.RequestHeader(ctx, asyncfn.HeaderBatchID)}, line, len(rows))
 	if err != nil {
 		p.logger.Warn("process failed a batch; restarting it", "pid", pr.pid, "call", id, "outcome", outcome, "err", err)
 		p.replace(pr)
@@ -233,9 +239,9 @@ func requestLine(rows []asyncfn.Row) []byte {
 
 // exchange writes line to pr and reads its answer within the timeout or until ctx ends.
 // On an error, pr is in an unknown state (it may still answer) and must be replaced.
-func (p *Pool) exchange(ctx context.Context, pr *proc, id uint64, line []byte, rows int) ([]json.RawMessage, string, error) {
-	pr.call.Store(id)
-	defer pr.call.Store(0)
+func (p *Pool) exchange(ctx context.Context, pr *proc, call *serving, line []byte, rows int) ([]json.RawMessage, string, error) {
+	pr.call.Store(call)
+	defer pr.call.Store(nil)
 	deadline := time.Now().Add(p.cfg.Timeout)
 	pr.stdin.SetWriteDeadline(deadline)
 	pr.stdout.SetReadDeadline(deadline)
@@ -443,8 +449,8 @@ func (p *Pool) logStderr(pr *proc, f *os.File) {
 		line, err := r.ReadSlice('\n')
 		if text := string(bytes.TrimRight(line, "\r\n")); text != "" {
 			attrs := []any{"pid", pr.pid, "line", text}
-			if id := pr.call.Load(); id != 0 {
-				attrs = append(attrs, "call", id)
+			if c := pr.call.Load(); c != nil {
+				attrs = append(attrs, "call", c.id, asyncfn.LogBatchID, c.batchID)
 			}
 			p.logger.Warn("process standard error", attrs...)
 		}

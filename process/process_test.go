@@ -461,3 +461,28 @@ func TestDirAndEnv(t *testing.T) {
 }
 
 var discard = slog.New(slog.DiscardHandler)
+
+// TestStandardErrorNamesTheBatch: a line a process writes on its standard error while it
+// serves a batch is logged with the batch's id, for the data team to find the batch.
+func TestStandardErrorNamesTheBatch(t *testing.T) {
+	t.Parallel()
+	p, logs := newPool(t, "", func(cfg *process.Config) {
+		// Writes its line, then hangs until killed at the timeout: the line is read
+		// while the call is on, however busy the machine.
+		cfg.Command = []string{"sh", "-c", `read -r line; echo "scoring went wrong" >&2; sleep 3600`}
+		cfg.Timeout = 2 * time.Second
+	})
+	ctx := asyncfn.WithHeaders(context.Background(), map[string]string{asyncfn.HeaderBatchID: "batch-7f3a"})
+	if _, err := p.Call(ctx, rowsOf(`"x"`)); !errors.Is(err, process.ErrTimeout) {
+		t.Fatalf("error %v, want the timeout", err)
+	}
+	var line string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "scoring went wrong") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, asyncfn.LogBatchID+"=batch-7f3a") {
+		t.Errorf("the standard error's line %q does not name the batch; logs:\n%s", line, logs)
+	}
+}

@@ -57,7 +57,8 @@ func New(reg *asyncfn.Registry, store asyncfn.Store) *Recorder {
 	r := &Recorder{store: store, names: reg.Names(), started: time.Now(), now: time.Now,
 		funcs: map[string]*FunctionStats{}, log: slog.New(slog.DiscardHandler)}
 	for _, n := range r.names {
-		r.funcs[n] = &FunctionStats{Name: n}
+		f, _ := reg.Lookup(n)
+		r.funcs[n] = &FunctionStats{Name: n, Runs: f.Description}
 	}
 	r.recent.items = make([]Batch, RecentSize)
 	r.failures.items = make([]Failure, RecentSize)
@@ -66,7 +67,10 @@ func New(reg *asyncfn.Registry, store asyncfn.Store) *Recorder {
 
 // FunctionStats are one function's counts since the process started.
 type FunctionStats struct {
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// Runs is what the function runs (asyncfn.Function.Description): an upstream's URL,
+	// a command, or empty for Go code.
+	Runs       string `json:"runs,omitempty"`
 	Accepted   int64  `json:"accepted"`
 	Duplicates int64  `json:"duplicates"`
 	Rejected   int64  `json:"rejected"`

@@ -104,6 +104,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Describe returns the upstream's URL without credentials nor query, which may hold
+// secrets: for messages, logs and the status page. cfg.URL must be valid.
+func (c Config) Describe() string {
+	u, _ := url.Parse(c.URL)
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
 // checkURL returns what is wrong with an upstream's URL, or "".
 func checkURL(s string) string {
 	u, err := url.Parse(s)

@@ -70,11 +70,10 @@ func New(cfg Config, logger *slog.Logger) (*Function, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	u, _ := url.Parse(cfg.URL) // valid: checked above
 	labels := prometheus.Labels{"function": cfg.Name}
 	f := &Function{
 		cfg:    cfg,
-		where:  (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String(),
+		where:  cfg.Describe(),
 		http:   caller.NewHTTPClient(cfg.Concurrency),
 		header: http.Header{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -109,7 +108,7 @@ func New(cfg Config, logger *slog.Logger) (*Function, error) {
 // second beyond Config.Timeout (so that the upstream's own deadline, whose message names
 // the upstream, ends it first), and Config.Concurrency batches at once.
 func (f *Function) Function() asyncfn.Function {
-	return asyncfn.Function{Name: f.cfg.Name, Func: f, Timeout: f.cfg.Timeout + time.Second, Concurrency: f.cfg.Concurrency}
+	return asyncfn.Function{Name: f.cfg.Name, Func: f, Description: f.where, Timeout: f.cfg.Timeout + time.Second, Concurrency: f.cfg.Concurrency}
 }
 
 // Describe implements prometheus.Collector.
