@@ -32,11 +32,11 @@ type Config struct {
 	// connections kept open to it for reuse. Default 16, about the calls Snowflake
 	// itself makes at once for a million rows.
 	Concurrency int
-	// MaxAttempts is how many times one request (the POST, or a GET poll) is sent while
+	// RequestAttempts is how many times one request (the POST, or a GET poll) is sent while
 	// it fails with a transport error, 429 or 5xx, before the batch is given back to the
 	// queue (asyncfn.RetryableError) for a later attempt, which the function's
 	// asyncfn.Function.MaxAttempts and Backoff govern. Default 3.
-	MaxAttempts int
+	RequestAttempts int
 	// MinBackoff is the wait before a request is sent again, jittered within [half, all]
 	// of it and doubled after each failure up to MaxBackoff. A Retry-After sent with a
 	// 429 or 503 replaces it, however long, as long as the attempt's Timeout leaves room
@@ -52,13 +52,13 @@ type Config struct {
 // DefaultConfig returns the defaults the fields document; Name and URL are left to set.
 func DefaultConfig() Config {
 	return Config{
-		Timeout:     15 * time.Minute,
-		Concurrency: 16,
-		MaxAttempts: 3,
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  10 * time.Second,
-		PollMin:     caller.DefaultPollMin,
-		PollMax:     caller.DefaultPollMax,
+		Timeout:         15 * time.Minute,
+		Concurrency:     16,
+		RequestAttempts: 3,
+		MinBackoff:      100 * time.Millisecond,
+		MaxBackoff:      10 * time.Second,
+		PollMin:         caller.DefaultPollMin,
+		PollMax:         caller.DefaultPollMax,
 	}
 }
 
@@ -85,8 +85,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Concurrency <= 0:
 		return asyncfn.BadField("concurrency", "%d: must be positive", c.Concurrency)
-	case c.MaxAttempts <= 0:
-		return asyncfn.BadField("max-attempts", "%d: must be positive", c.MaxAttempts)
+	case c.RequestAttempts <= 0:
+		return asyncfn.BadField("request-attempts", "%d: must be positive", c.RequestAttempts)
 	case c.MaxBackoff < c.MinBackoff:
 		return asyncfn.BadField("max-backoff", "%s: must not be below min-backoff %s", c.MaxBackoff, c.MinBackoff)
 	case c.PollMax < c.PollMin:

@@ -14,7 +14,7 @@
 //     answers otherwise (the SQL user's own polls are answered 202 meanwhile).
 //   - 429, 5xx, or no answer (a refused or broken connection): the request is sent
 //     again after a jittered backoff, or after the Retry-After of a 429 or 503, up to
-//     Config.MaxAttempts times; then the batch goes back to the queue for a later
+//     Config.RequestAttempts times; then the batch goes back to the queue for a later
 //     attempt (asyncfn.RetryableError), and when those run out fails, 422, with the
 //     upstream's last answer.
 //   - 400: the batch fails, 400, with the upstream's message: it rejected the rows.
@@ -227,7 +227,7 @@ func (f *Function) exchange(ctx context.Context, header http.Header, body []byte
 		left := time.Until(deadline)
 		delay := caller.RetryDelay(backoff, left, retryAfter, time.Now(), rand.Float64())
 		switch {
-		case failures >= f.cfg.MaxAttempts:
+		case failures >= f.cfg.RequestAttempts:
 			times := "once"
 			if failures > 1 {
 				times = strconv.Itoa(failures) + " times in a row"

@@ -506,7 +506,7 @@ func TestConfig(t *testing.T) {
 		{"poll-min", func(c *upstream.Config) { c.PollMin = 0 }},
 		{"poll-max", func(c *upstream.Config) { c.PollMax = time.Millisecond }},
 		{"concurrency", func(c *upstream.Config) { c.Concurrency = 0 }},
-		{"max-attempts", func(c *upstream.Config) { c.MaxAttempts = 0 }},
+		{"request-attempts", func(c *upstream.Config) { c.RequestAttempts = 0 }},
 		{"headers", func(c *upstream.Config) { c.Headers = map[string]string{"bad name": "x"} }},
 		{"headers", func(c *upstream.Config) {
 			c.Headers = map[string]string{"sf-custom-api-key": "secret\r\nX-Injected: 1"}
