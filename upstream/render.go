@@ -67,6 +67,9 @@ func funcs(d *rowData) template.FuncMap {
 			return out
 		},
 		"json": func(v any) (string, error) {
+			if a, ok := v.(argument); ok {
+				return string(a.raw), nil // as encoding it would give, without the cost
+			}
 			var b strings.Builder
 			enc := json.NewEncoder(&b)
 			enc.SetEscapeHTML(false) // valid JSON either way; <, > and & as they are
@@ -94,10 +97,11 @@ func funcs(d *rowData) template.FuncMap {
 
 // templates are a function's request templates, parsed.
 type templates struct {
-	set     *template.Template // url, method, body and "header NAME"
-	headers []string           // the header names, sorted
-	pool    sync.Pool          // of *renderer
-	secrets map[string]Secret
+	set      *template.Template // url, method, body and "header NAME"
+	constant map[string]string  // the text of those without actions, not executed
+	headers  []string           // the header names, sorted
+	pool     sync.Pool          // of *renderer
+	secrets  map[string]Secret
 }
 
 // renderer executes a clone of the templates whose functions read its data: a clone per
@@ -113,7 +117,7 @@ func (c RowConfig) compile() (*templates, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	t := &templates{set: template.New(""), secrets: c.Secrets}
+	t := &templates{set: template.New(""), constant: map[string]string{}, secrets: c.Secrets}
 	t.set.Funcs(funcs(&rowData{})).Option("missingkey=error")
 	parsed := map[string]*parse.Tree{}
 	add := func(field, name, text string) error {
@@ -122,6 +126,9 @@ func (c RowConfig) compile() (*templates, error) {
 			return asyncfn.BadField(field, "%s", strings.TrimPrefix(err.Error(), "template: "))
 		}
 		parsed[name] = tm.Tree
+		if !strings.Contains(text, "{{") {
+			t.constant[name] = text
+		}
 		for _, tm := range t.set.Templates() {
 			if parsed[tm.Name()] != tm.Tree { // another field's replaced, or a new one
 				return asyncfn.BadField(field, "{{define}} and {{block}} are not supported")
@@ -223,6 +230,7 @@ func checkSecrets(field string, n parse.Node, secrets map[string]Secret) error {
 // request is a row's request as its templates give it.
 type request struct {
 	method, url string
+	u           *url.URL // url parsed, by RowFunction.request
 	header      http.Header
 	body        []byte
 	secrets     []string // the names of the secrets in it
@@ -234,6 +242,9 @@ func (t *templates) render(ctx context.Context, args []json.RawMessage) (*reques
 	defer t.pool.Put(r)
 	r.data = rowData{ctx: ctx, args: args, secrets: t.secrets, used: r.data.used[:0]}
 	exec := func(field, name string) (string, error) {
+		if text, ok := t.constant[name]; ok {
+			return text, nil
+		}
 		r.buf.Reset()
 		if err := r.set.ExecuteTemplate(&r.buf, name, nil); err != nil {
 			var p *problem

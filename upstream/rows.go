@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -127,41 +126,46 @@ func (f *RowFunction) Call(ctx context.Context, rows []asyncfn.Row) ([]any, erro
 	defer stop(nil)
 	out := make([]any, len(rows))
 	var (
-		wg               sync.WaitGroup
-		answered, failed atomic.Int64
-		firstFailure     sync.Once
+		next, answered, failed atomic.Int64
+		first                  atomic.Pointer[string] // the first row's failure, for the log
+		wg                     sync.WaitGroup
 	)
-	for i, r := range rows {
-		if !f.acquire(ctx) {
-			break
-		}
+	// A worker per request the batch may have in flight, rather than a goroutine per
+	// row, whose stack would grow anew for each.
+	for range min(f.cfg.Concurrency, len(rows)) {
 		wg.Go(func() {
-			defer func() { <-f.slots }()
-			v, rerr, err := f.row(ctx, r)
-			switch {
-			case err != nil:
-				stop(err)
-				return
-			case rerr != nil && f.cfg.OnError == OnErrorFail:
-				stop(fail(rerr.kind, "row %d: %s.", r.Number, rerr.msg))
-				return
-			case rerr != nil:
-				failed.Add(1)
-				firstFailure.Do(func() {
-					f.logger.Warn("rows failed; see on-error", "on_error", f.cfg.OnError, "first_row", r.Number, "failure", rerr.msg)
-				})
-				if f.cfg.OnError == OnErrorError {
-					v, _ = json.Marshal(struct {
-						Error  string `json:"error"`
-						Status int    `json:"status,omitempty"`
-					}{rerr.msg, rerr.status})
+			for f.acquire(ctx) {
+				i := int(next.Add(1) - 1)
+				if i >= len(rows) {
+					<-f.slots
+					return
 				}
+				r := rows[i]
+				v, rerr, err := f.row(ctx, r)
+				<-f.slots
+				switch {
+				case err != nil:
+					stop(err)
+					return
+				case rerr != nil && f.cfg.OnError == OnErrorFail:
+					stop(fail(rerr.kind, "row %d: %s.", r.Number, rerr.msg))
+					return
+				case rerr != nil:
+					failed.Add(1)
+					first.CompareAndSwap(nil, new(fmt.Sprintf("row %d: %s", r.Number, rerr.msg)))
+					if f.cfg.OnError == OnErrorError {
+						v, _ = json.Marshal(struct {
+							Error  string `json:"error"`
+							Status int    `json:"status,omitempty"`
+						}{rerr.msg, rerr.status})
+					}
+				}
+				answered.Add(1)
+				if v != nil {
+					out[i] = v
+				}
+				asyncfn.RowDone(ctx, r.Number, out[i])
 			}
-			answered.Add(1)
-			if v != nil {
-				out[i] = v
-			}
-			asyncfn.RowDone(ctx, r.Number, out[i])
 		})
 	}
 	wg.Wait()
@@ -172,7 +176,7 @@ func (f *RowFunction) Call(ctx context.Context, rows []asyncfn.Row) ([]any, erro
 		return nil, context.Cause(ctx)
 	}
 	if n := failed.Load(); n > 0 {
-		f.logger.Info("batch answered with failed rows", "rows", len(rows), "failed", n, "on_error", f.cfg.OnError)
+		f.logger.Warn("rows failed", "rows", len(rows), "failed", n, "on_error", f.cfg.OnError, "first", *first.Load())
 	}
 	return out, nil
 }
@@ -198,8 +202,7 @@ func (f *RowFunction) row(ctx context.Context, r asyncfn.Row) (json.RawMessage, 
 	if rerr != nil {
 		return nil, rerr, nil
 	}
-	where := f.redact.Replace(redactedURL(req.url))
-	what := fmt.Sprintf("row %d: the upstream %s", r.Number, where)
+	where := func() string { return f.redact.Replace(redacted(req.u)) } // for messages alone
 	var retry retrying
 	for {
 		if f.limiter != nil {
@@ -222,7 +225,7 @@ func (f *RowFunction) row(ctx context.Context, r asyncfn.Row) (json.RawMessage, 
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			v, msg := f.value(answer)
 			if msg != "" {
-				return nil, f.rowError(asyncfn.Internal, resp.StatusCode, "the upstream %s answered %s %s", where, resp.Status, msg), nil
+				return nil, f.rowError(asyncfn.Internal, resp.StatusCode, "the upstream %s answered %s %s", where(), resp.Status, msg), nil
 			}
 			return v, nil, nil
 		default:
@@ -232,10 +235,11 @@ func (f *RowFunction) row(ctx context.Context, r asyncfn.Row) (json.RawMessage, 
 				if resp.StatusCode >= 400 && resp.StatusCode < 500 {
 					kind = asyncfn.InvalidInput
 				}
-				return nil, f.rowError(kind, resp.StatusCode, "the upstream %s answered %s%s", where, resp.Status, quote(answer)), nil
+				return nil, f.rowError(kind, resp.StatusCode, "the upstream %s answered %s%s", where(), resp.Status, quote(answer)), nil
 			}
 		}
-		if err := f.again(ctx, &retry, what, f.redact.Replace(failure), retryAfter, "row", r.Number, "url", where); err != nil {
+		what := fmt.Sprintf("row %d: the upstream %s", r.Number, where())
+		if err := f.again(ctx, &retry, what, f.redact.Replace(failure), retryAfter, "row", r.Number); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -255,6 +259,7 @@ func (f *RowFunction) request(ctx context.Context, r asyncfn.Row) (*request, *ro
 	}
 	req.url = strings.TrimSpace(req.url)
 	u, err := url.Parse(req.url)
+	req.u = u
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, f.rowError(asyncfn.InvalidInput, 0, "url: %q is not an http or https URL with a host", req.url)
 	}
@@ -265,7 +270,7 @@ func (f *RowFunction) request(ctx context.Context, r asyncfn.Row) (*request, *ro
 	if len(req.body) > 0 && req.header.Get("Content-Type") == "" {
 		req.header.Set("Content-Type", "application/json")
 	}
-	if mt, _, _ := mime.ParseMediaType(req.header.Get("Content-Type")); len(req.body) > 0 && (mt == "application/json" || strings.HasSuffix(mt, "+json")) && !json.Valid(req.body) {
+	if len(req.body) > 0 && isJSON(req.header.Get("Content-Type")) && !json.Valid(req.body) {
 		return nil, f.rowError(asyncfn.InvalidInput, 0, "body: the template did not give valid JSON%s; write an argument as {{json (arg 0)}}, not in quotes", quote(req.body))
 	}
 	for _, name := range req.secrets {
@@ -274,6 +279,13 @@ func (f *RowFunction) request(ctx context.Context, r asyncfn.Row) (*request, *ro
 		}
 	}
 	return req, nil
+}
+
+// isJSON reports whether a Content-Type is JSON's (application/json, or +json).
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";") // without mime.ParseMediaType's cost
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 // send sends a request within RowConfig.RequestTimeout, whose end is errRequestTimeout.
@@ -306,22 +318,10 @@ func (f *RowFunction) value(answer []byte) (json.RawMessage, string) {
 	case !json.Valid(answer):
 		return nil, "with a body that is not JSON" + quote(answer)
 	}
-	v := json.RawMessage(answer)
+	v := answer
 	for i, key := range f.path {
 		var found bool
-		switch bytes.TrimSpace(v)[0] {
-		case '{':
-			var obj map[string]json.RawMessage
-			_ = json.Unmarshal(v, &obj) // valid: checked above
-			v, found = obj[key]
-		case '[':
-			var arr []json.RawMessage
-			_ = json.Unmarshal(v, &arr)
-			if n, err := strconv.Atoi(key); err == nil && n >= 0 && n < len(arr) {
-				v, found = arr[n], true
-			}
-		}
-		if !found {
+		if v, found = lookup(v, key); !found {
 			at := "the answer"
 			if i > 0 {
 				at = strings.Join(f.path[:i], ".")
@@ -330,6 +330,97 @@ func (f *RowFunction) value(answer []byte) (json.RawMessage, string) {
 		}
 	}
 	return v, ""
+}
+
+// lookup returns the value at key in v, valid JSON, if it is an object with the key or
+// an array with the index; a scan rather than decoding, which would cost more than the
+// request.
+func lookup(v []byte, key string) ([]byte, bool) {
+	i := skipSpace(v, 0)
+	switch v[i] {
+	case '{':
+		for i = skipSpace(v, i+1); v[i] != '}'; {
+			end := skipString(v, i)
+			k := v[i:end]
+			i = skipSpace(v, skipSpace(v, end)+1) // past the colon
+			end = skipValue(v, i)
+			if keyIs(k, key) {
+				return v[i:end], true
+			}
+			if i = skipSpace(v, end); v[i] == ',' {
+				i = skipSpace(v, i+1)
+			}
+		}
+	case '[':
+		n, err := strconv.Atoi(key)
+		if err != nil || n < 0 || strconv.Itoa(n) != key {
+			return nil, false
+		}
+		for i = skipSpace(v, i+1); v[i] != ']'; n-- {
+			end := skipValue(v, i)
+			if n == 0 {
+				return v[i:end], true
+			}
+			if i = skipSpace(v, end); v[i] == ',' {
+				i = skipSpace(v, i+1)
+			}
+		}
+	}
+	return nil, false
+}
+
+// keyIs reports whether the JSON string k is key.
+func keyIs(k []byte, key string) bool {
+	if bytes.IndexByte(k, '\\') < 0 {
+		return string(k[1:len(k)-1]) == key
+	}
+	var s string
+	return json.Unmarshal(k, &s) == nil && s == key
+}
+
+func skipSpace(v []byte, i int) int {
+	for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == '\n' || v[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the end of the string starting at v[i].
+func skipString(v []byte, i int) int {
+	for i++; v[i] != '"'; i++ {
+		if v[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// skipValue returns the end of the value starting at v[i].
+func skipValue(v []byte, i int) int {
+	depth := 0
+	for {
+		switch v[i] {
+		case '"':
+			i = skipString(v, i)
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		default:
+			if depth == 0 { // a number, true, false or null
+				for i < len(v) && !strings.ContainsRune(",}] \t\r\n", rune(v[i])) {
+					i++
+				}
+				return i
+			}
+			i++
+		}
+		if depth == 0 {
+			return i
+		}
+	}
 }
 
 // pin is a host a secret may be sent to.

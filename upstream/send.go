@@ -206,5 +206,10 @@ func fail(kind asyncfn.ErrorKind, format string, args ...any) error {
 // hold secrets: how a message or a log names an upstream.
 func redactedURL(s string) string {
 	u, _ := url.Parse(s)
+	return redacted(u)
+}
+
+// redacted is redactedURL of a parsed URL.
+func redacted(u *url.URL) string {
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
