@@ -22,6 +22,42 @@
 //     422, with the status and the upstream's message.
 //   - No final answer within Config.Timeout (a slow upstream, a hanging connection): the
 //     batch fails, 422, saying so.
+//
+// # Row mode
+//
+// NewRows serves a function by calling an HTTP API once per row instead (a model's
+// chat completion, a geocoder), up to RowConfig.Concurrency requests in flight and
+// RowConfig.Rate per second, both shared by all the function's batches in the process.
+// The request's URL, method, header values and body are Go templates
+// (text/template) with these functions:
+//
+//	{{arg 0}}               the row's first argument (counted from 0) as text: a string
+//	                        without quotes, a number as sent, NULL as nothing, an object
+//	                        or array as JSON; a missing argument is the row's error
+//	{{json (arg 0)}}        the argument as JSON, exactly as sent: what a JSON body wants
+//	{{json args}}           all the arguments, a JSON array
+//	{{urlquery (arg 0)}}    escaped for a URL's query; {{urlpath (arg 0)}} for its path
+//	{{header "language"}}   the batch's sf-custom-language header (the function's
+//	                        HEADERS = ('language' = ...)), "" if it has none
+//	{{secret "openai"}}     RowConfig.Secrets["openai"], sent to its hosts only
+//
+// with text/template's own (if, or, eq, printf, ...). For example:
+//
+//	url:  https://api.openai.com/v1/chat/completions
+//	headers: {Authorization: 'Bearer {{secret "openai"}}'}
+//	body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
+//	result: choices.0.message.content
+//
+// A row's value is its 2xx answer's JSON, or the part RowConfig.Result chooses (an empty
+// answer is NULL). What fails a row (its templates, a refused secret, a 4xx other than
+// 429, a redirect, an answer that is not JSON or lacks the result) does what
+// RowConfig.OnError says: fail the batch naming the row (400 for a 4xx and the rows' own
+// faults, else 422), or make the row NULL or {"error": ..., "status": ...}. A 429, a 5xx,
+// no answer or RowConfig.RequestTimeout is sent again as in batch mode, up to
+// RowConfig.RequestAttempts times; then the batch goes back to the queue, as the same
+// row would likely fail the same way now. Each row's value is reported with
+// asyncfn.RowDone as it comes, so that with checkpoints a later attempt sends only the
+// rows not answered.
 package upstream
 
 import (
