@@ -21,6 +21,7 @@ func FuzzRowTemplates(f *testing.F) {
 	f.Add(`{{arg 3}}{{header "x"}}`, `12345678901234567890.5`, `[1, [2, {"k": null}]]`, "1.1.k")
 	f.Add(`{{range args}}{{.}}{{end}}`, `null`, ` {"a\"b": {"": 1}, "a": [] } `, `a"b`)
 	f.Add(`{{urlpath (arg 0)}}`, `{"k":[1,"\u2028"]}`, `{"a":{"a":{"a":true}}}`, "a.a.a")
+	f.Add(`{{json args}}`, `[]`, `{"a": 1, "b": 2, "a": 3}`, "a")
 	f.Fuzz(func(t *testing.T, body, arg, answer, path string) {
 		if !json.Valid([]byte(arg)) {
 			return // the runtime gives rows of valid JSON only

@@ -339,18 +339,20 @@ func lookup(v []byte, key string) ([]byte, bool) {
 	i := skipSpace(v, 0)
 	switch v[i] {
 	case '{':
+		var found []byte // the last of the key's values, as encoding/json takes it
 		for i = skipSpace(v, i+1); v[i] != '}'; {
 			end := skipString(v, i)
 			k := v[i:end]
 			i = skipSpace(v, skipSpace(v, end)+1) // past the colon
 			end = skipValue(v, i)
 			if keyIs(k, key) {
-				return v[i:end], true
+				found = v[i:end]
 			}
 			if i = skipSpace(v, end); v[i] == ',' {
 				i = skipSpace(v, i+1)
 			}
 		}
+		return found, found != nil
 	case '[':
 		n, err := strconv.Atoi(key)
 		if err != nil || n < 0 || strconv.Itoa(n) != key {
