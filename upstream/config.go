@@ -106,10 +106,7 @@ func (c Config) Validate() error {
 
 // Describe returns the upstream's URL without credentials nor query, which may hold
 // secrets: for messages, logs and the status page. cfg.URL must be valid.
-func (c Config) Describe() string {
-	u, _ := url.Parse(c.URL)
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
-}
+func (c Config) Describe() string { return redactedURL(c.URL) }
 
 // checkURL returns what is wrong with an upstream's URL, or "".
 func checkURL(s string) string {

@@ -22,6 +22,42 @@
 //     422, with the status and the upstream's message.
 //   - No final answer within Config.Timeout (a slow upstream, a hanging connection): the
 //     batch fails, 422, saying so.
+//
+// # Row mode
+//
+// NewRows serves a function by calling an HTTP API once per row instead (a model's
+// chat completion, a geocoder), up to RowConfig.Concurrency requests in flight and
+// RowConfig.Rate per second, both shared by all the function's batches in the process.
+// The request's URL, method, header values and body are Go templates
+// (text/template) with these functions:
+//
+//	{{arg 0}}               the row's first argument (counted from 0) as text: a string
+//	                        without quotes, a number as sent, NULL as nothing, an object
+//	                        or array as JSON; a missing argument is the row's error
+//	{{json (arg 0)}}        the argument as JSON, exactly as sent: what a JSON body wants
+//	{{json args}}           all the arguments, a JSON array
+//	{{urlquery (arg 0)}}    escaped for a URL's query; {{urlpath (arg 0)}} for its path
+//	{{header "language"}}   the batch's sf-custom-language header (the function's
+//	                        HEADERS = ('language' = ...)), "" if it has none
+//	{{secret "openai"}}     RowConfig.Secrets["openai"], sent to its hosts only
+//
+// with text/template's own (if, or, eq, printf, ...). For example:
+//
+//	url:  https://api.openai.com/v1/chat/completions
+//	headers: {Authorization: 'Bearer {{secret "openai"}}'}
+//	body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
+//	result: choices.0.message.content
+//
+// A row's value is its 2xx answer's JSON, or the part RowConfig.Result chooses (an empty
+// answer is NULL). What fails a row (its templates, a refused secret, a 4xx other than
+// 429, a redirect, an answer that is not JSON or lacks the result) does what
+// RowConfig.OnError says: fail the batch naming the row (400 for a 4xx and the rows' own
+// faults, else 422), or make the row NULL or {"error": ..., "status": ...}. A 429, a 5xx,
+// no answer or RowConfig.RequestTimeout is sent again as in batch mode, up to
+// RowConfig.RequestAttempts times; then the batch goes back to the queue, as the same
+// row would likely fail the same way now. Each row's value is reported with
+// asyncfn.RowDone as it comes, so that with checkpoints a later attempt sends only the
+// rows not answered.
 package upstream
 
 import (
@@ -31,20 +67,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/caller"
@@ -54,15 +82,10 @@ import (
 // Function calls the upstream for the rows of a batch; it implements asyncfn.Func and
 // prometheus.Collector. It is safe for concurrent use.
 type Function struct {
-	cfg    Config
-	where  string // the URL without credentials nor query, for messages and logs
-	http   *http.Client
-	header http.Header // what every request carries, before the batch's own headers
-	logger *slog.Logger
-
-	requests *prometheus.CounterVec
-	latency  prometheus.Histogram
-	retries  prometheus.Counter
+	*sender // its Describe and Collect
+	cfg     Config
+	where   string      // the URL without credentials nor query, for messages and logs
+	header  http.Header // what every request carries, before the batch's own headers
 }
 
 // New returns the function with cfg, which it validates (a *FieldError names the field).
@@ -70,30 +93,14 @@ func New(cfg Config, logger *slog.Logger) (*Function, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	labels := prometheus.Labels{"function": cfg.Name}
+	where := cfg.Describe()
 	f := &Function{
+		sender: newSender(cfg.Name, cfg.Concurrency, cfg.RequestAttempts, cfg.MinBackoff, cfg.MaxBackoff,
+			logger.With(asyncfn.LogFunction, cfg.Name, "upstream", where)),
 		cfg:    cfg,
-		where:  cfg.Describe(),
-		http:   caller.NewHTTPClient(cfg.Concurrency),
+		where:  where,
 		header: http.Header{},
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "asyncfn_upstream_requests_total",
-			Help:        "Requests sent to the function's upstream, by the class of its answer (2xx, 3xx, 4xx, 5xx, or error when none came).",
-			ConstLabels: labels,
-		}, []string{"class"}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:        "asyncfn_upstream_request_duration_seconds",
-			Help:        "Time from sending a request to the function's upstream to reading the whole of its answer.",
-			ConstLabels: labels,
-			Buckets:     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
-		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "asyncfn_upstream_retries_total",
-			Help:        "Requests sent to the function's upstream again after a transport error, 429 or 5xx.",
-			ConstLabels: labels,
-		}),
 	}
-	f.logger = logger.With(asyncfn.LogFunction, cfg.Name, "upstream", f.where)
 	// The sf-* names lower-case, as Snowflake's proxies deliver them.
 	f.header["Content-Type"] = []string{"application/json"}
 	f.header[asyncfn.HeaderFormat] = []string{"json"}
@@ -109,20 +116,6 @@ func New(cfg Config, logger *slog.Logger) (*Function, error) {
 // the upstream, ends it first), and Config.Concurrency batches at once.
 func (f *Function) Function() asyncfn.Function {
 	return asyncfn.Function{Name: f.cfg.Name, Func: f, Description: f.where, Timeout: f.cfg.Timeout + time.Second, Concurrency: f.cfg.Concurrency}
-}
-
-// Describe implements prometheus.Collector.
-func (f *Function) Describe(ch chan<- *prometheus.Desc) {
-	f.requests.Describe(ch)
-	f.latency.Describe(ch)
-	f.retries.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (f *Function) Collect(ch chan<- prometheus.Metric) {
-	f.requests.Collect(ch)
-	f.latency.Collect(ch)
-	f.retries.Collect(ch)
 }
 
 var errTimeout = errors.New("upstream timeout")
@@ -184,8 +177,8 @@ func (f *Function) batchHeader(ctx context.Context, body []byte) http.Header {
 // sending again a request that failed for want of an answer, a 429 or a 5xx.
 func (f *Function) exchange(ctx context.Context, header http.Header, body []byte, rows int) ([]json.RawMessage, error) {
 	method := http.MethodPost
-	poll, backoff := f.cfg.PollMin, f.cfg.MinBackoff
-	failures := 0 // sends of the current request that failed in a row
+	poll := f.cfg.PollMin
+	var r retrying // of the current request
 	for {
 		resp, answer, err := f.roundTrip(ctx, method, header, body)
 		if err != nil && ctx.Err() != nil {
@@ -194,11 +187,7 @@ func (f *Function) exchange(ctx context.Context, header http.Header, body []byte
 		var failure, retryAfter string
 		switch {
 		case err != nil:
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err // without the method and URL net/http puts before it
-			}
-			failure = "could not be reached (" + err.Error() + ")"
+			failure = unreached(err)
 		case resp.StatusCode == http.StatusOK:
 			values, err := caller.CheckAnswer(resp.Header, answer, rows)
 			if err != nil {
@@ -206,48 +195,30 @@ func (f *Function) exchange(ctx context.Context, header http.Header, body []byte
 			}
 			return values, nil
 		case resp.StatusCode == http.StatusAccepted:
-			method, failures, backoff = http.MethodGet, 0, f.cfg.MinBackoff
+			method, r = http.MethodGet, retrying{}
 			if !wait.Sleep(ctx, poll) {
 				return nil, f.ended(ctx)
 			}
 			poll = min(poll+poll/2, f.cfg.PollMax)
 			continue
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			failure = "answered " + resp.Status + quote(answer)
-			if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-				retryAfter = resp.Header.Get("Retry-After")
-			}
 		case resp.StatusCode == http.StatusBadRequest:
 			return nil, fail(asyncfn.InvalidInput, "the upstream %s rejected the rows: %s%s.", f.where, resp.Status, quote(answer))
 		default:
-			return nil, fail(asyncfn.Internal, "the upstream %s answered %s to a %s%s.", f.where, resp.Status, method, quote(answer))
-		}
-		failures++
-		deadline, _ := ctx.Deadline() // set by Call
-		left := time.Until(deadline)
-		delay := caller.RetryDelay(backoff, left, retryAfter, time.Now(), rand.Float64())
-		switch {
-		case failures >= f.cfg.RequestAttempts:
-			times := "once"
-			if failures > 1 {
-				times = strconv.Itoa(failures) + " times in a row"
+			var ok bool
+			if failure, retryAfter, ok = transient(resp, answer); !ok {
+				return nil, fail(asyncfn.Internal, "the upstream %s answered %s to a %s%s.", f.where, resp.Status, method, quote(answer))
 			}
-			return nil, fail(asyncfn.Retryable, "the upstream %s %s, %s.", f.where, failure, times)
-		case delay >= left:
-			return nil, fail(asyncfn.Retryable, "the upstream %s %s, and the wait before asking again is longer than the attempt has left.", f.where, failure)
 		}
-		f.retries.Inc()
-		f.logger.Warn("upstream request failed; sending it again", "method", method, "failure", failure, "delay", delay)
-		if !wait.Sleep(ctx, delay) {
-			return nil, f.ended(ctx)
+		if err := f.again(ctx, &r, "the upstream "+f.where, failure, retryAfter, "method", method); err != nil {
+			if ctx.Err() != nil {
+				return nil, f.ended(ctx)
+			}
+			return nil, err
 		}
-		backoff = min(2*backoff, f.cfg.MaxBackoff)
 	}
 }
 
-// roundTrip sends one request and reads the whole answer, at most caller.MaxAnswerBytes+1
-// bytes of it (one more than an answer may have, for the check to say so), counting it in
-// the metrics. A failure to read the answer is a transport error like any other.
+// roundTrip sends one request of the batch.
 func (f *Function) roundTrip(ctx context.Context, method string, header http.Header, body []byte) (*http.Response, []byte, error) {
 	var rd io.Reader
 	if method == http.MethodPost {
@@ -258,27 +229,7 @@ func (f *Function) roundTrip(ctx context.Context, method string, header http.Hea
 		return nil, nil, err
 	}
 	req.Header = header
-	start := time.Now()
-	resp, answer, err := read(f.http.Do(req))
-	f.latency.Observe(time.Since(start).Seconds())
-	if err != nil {
-		f.requests.WithLabelValues("error").Inc()
-		return nil, nil, err
-	}
-	f.requests.WithLabelValues(strconv.Itoa(resp.StatusCode/100) + "xx").Inc()
-	return resp, answer, nil
-}
-
-func read(resp *http.Response, err error) (*http.Response, []byte, error) {
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(resp.ContentLength, 512), caller.MaxAnswerBytes)+1))
-	if _, err := io.Copy(buf, io.LimitReader(resp.Body, caller.MaxAnswerBytes+1)); err != nil {
-		return nil, nil, err
-	}
-	return resp, buf.Bytes(), nil
+	return f.do(req)
 }
 
 // ended is the error of an exchange cut by its context: the upstream's timeout, or
@@ -288,29 +239,4 @@ func (f *Function) ended(ctx context.Context) error {
 		return fail(asyncfn.Internal, "the upstream %s gave no final answer within %s, the function's timeout.", f.where, f.cfg.Timeout)
 	}
 	return context.Cause(ctx)
-}
-
-// quote returns ": " and the start of an upstream's answer, for a message; "" if it is
-// empty.
-func quote(answer []byte) string {
-	const maxShown = 300
-	// One line of valid text (an error page has many), without the period the message
-	// puts after it.
-	s := strings.TrimSuffix(strings.Join(strings.Fields(strings.ToValidUTF8(string(answer), "\uFFFD")), " "), ".")
-	if s == "" {
-		return ""
-	}
-	if len(s) > maxShown {
-		cut := maxShown
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return ": " + s
-}
-
-// fail returns a batch's error of kind with a message for the SQL user.
-func fail(kind asyncfn.ErrorKind, format string, args ...any) error {
-	return &asyncfn.Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
 }
