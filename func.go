@@ -83,12 +83,21 @@ const (
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
+// CheckName returns an error if name cannot be a function's route.
+func CheckName(name string) error {
+	if !validName.MatchString(name) {
+		return fmt.Errorf("function name %q: use letters, digits, '-', '_' and '.'", name)
+	}
+	return nil
+}
+
 // withDefaults returns f with zero settings replaced by their defaults, or an error naming
 // the bad field.
 func (f Function) withDefaults() (Function, error) {
+	if err := CheckName(f.Name); err != nil {
+		return f, err
+	}
 	switch {
-	case !validName.MatchString(f.Name):
-		return f, fmt.Errorf("function name %q: use letters, digits, '-', '_' and '.'", f.Name)
 	case f.Func == nil:
 		return f, fmt.Errorf("function %q: Func is nil", f.Name)
 	case f.Timeout < 0 || f.Concurrency < 0 || f.MaxAttempts < 0 || f.Backoff < 0:

@@ -254,6 +254,8 @@ func (p *parser) function(n *yaml.Node) (Function, error) {
 		return fn, err
 	case fn.Name == "":
 		return fn, p.errorf(n, "a function has no name: give it one, its route (name: classify serves /classify)")
+	case asyncfn.CheckName(fn.Name) != nil:
+		return fn, p.errorf(n, "%v", asyncfn.CheckName(fn.Name))
 	case httpNode == nil && execNode == nil:
 		return fn, p.errorf(n, "the function %s has neither http nor exec: say what serves it", fn.Name)
 	case httpNode != nil && execNode != nil:

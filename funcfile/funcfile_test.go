@@ -119,6 +119,7 @@ func TestErrors(t *testing.T) {
 		{"no functions", "functions: []\n", 1, "list at least one function"},
 		{"not a mapping", "functions:\n  - classify\n", 2, "a function must be a mapping"},
 		{"no name", "functions:\n  - http: {url: http://h/}\n", 2, "has no name"},
+		{"bad name", "functions:\n  - name: a/b\n    exec: {command: [sh]}\n", 2, `function name "a/b": use letters, digits`},
 		{"no kind", "functions:\n  - name: a\n", 2, "neither http nor exec"},
 		{"both kinds", "functions:\n  - name: a\n    http: {url: http://h/}\n    exec: {command: [sh]}\n", 4, "both http and exec"},
 		{"unknown function key", "functions:\n  - name: a\n    retries: 3\n    http: {url: http://h/}\n", 3, "unknown key retries (the keys are name, max-attempts"},
