@@ -8,6 +8,7 @@ package asyncfn
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"time"
 )
 
@@ -57,6 +58,11 @@ type Batch struct {
 	// Nil if none. They are not part of Digest: a retried POST may differ in them.
 	Headers map[string]string
 
+	// Saved are the final values of rows saved by Checkpoint while the batch ran, in row
+	// order, without duplicates, nil if none: the rows an attempt need not compute again.
+	// Claim and ClaimKey return them, and Get with its payload.
+	Saved []SavedRow
+
 	// Result is the response body ready to send, {"data": [[0, v0], ...]}, once Succeeded.
 	Result []byte
 	// Error says why a Failed batch failed; for a Queued batch it is the last retryable error.
@@ -80,6 +86,18 @@ type Batch struct {
 	// the grace period once the answer has been served.
 	ExpiresAt time.Time
 }
+
+// SavedRow is the final value of one row saved before its batch finished (a checkpoint).
+type SavedRow struct {
+	// Number is the row's number in the batch (Row.Number).
+	Number int
+	// Value is the row's value encoded as in the batch's result.
+	Value json.RawMessage
+}
+
+// MaxSavedBytes bounds the values (the bytes of SavedRow.Value) given to Checkpoint over
+// a batch's life: no more than its answer may hold.
+const MaxSavedBytes = MaxResultBytes
 
 // Digest returns the digest of a payload as stored in Batch.Digest.
 func Digest(payload []byte) string {

@@ -164,8 +164,7 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	buf.Grow(64 + 32*len(rows))
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
+	enc := newValueEncoder(&buf)
 	buf.WriteString(`{"data":[`)
 	var num []byte
 	for i, v := range values {
@@ -176,20 +175,8 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		num = strconv.AppendInt(num[:0], int64(rows[i].Number), 10)
 		buf.Write(num)
 		buf.WriteByte(',')
-		switch v := v.(type) {
-		case nil:
-			buf.WriteString("null")
-		case json.RawMessage:
-			// One of the row's own arguments (an echo) was validated with the request.
-			if !isArgOf(v, rows[i]) && !json.Valid(v) {
-				return nil, fmt.Errorf("the function returned invalid JSON for row %d", rows[i].Number)
-			}
-			buf.Write(v)
-		default:
-			if err := enc.Encode(v); err != nil {
-				return nil, fmt.Errorf("the function's value for row %d cannot be encoded as JSON: %v", rows[i].Number, err)
-			}
-			buf.Truncate(buf.Len() - 1) // Encode's newline
+		if err := appendValue(&buf, enc, rows[i], v); err != nil {
+			return nil, err
 		}
 		buf.WriteByte(']')
 		if buf.Len()+len("]}") > MaxResultBytes {
@@ -204,6 +191,35 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		return bytes.ToValidUTF8(out, []byte("\uFFFD")), nil
 	}
 	return buf.Bytes(), nil
+}
+
+// newValueEncoder returns the encoder of appendValue, writing to buf.
+func newValueEncoder(buf *bytes.Buffer) *json.Encoder {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+// appendValue writes v, the value of row r, to buf as a result holds it: the one encoding
+// of both results and checkpoints, so that a result merged from saved rows is the one a
+// single run makes. enc writes to buf (newValueEncoder).
+func appendValue(buf *bytes.Buffer, enc *json.Encoder, r Row, v any) error {
+	switch v := v.(type) {
+	case nil:
+		buf.WriteString("null")
+	case json.RawMessage:
+		// One of the row's own arguments (an echo) was validated with the request.
+		if !isArgOf(v, r) && !json.Valid(v) {
+			return fmt.Errorf("the function returned invalid JSON for row %d", r.Number)
+		}
+		buf.Write(v)
+	default:
+		if err := enc.Encode(v); err != nil {
+			return fmt.Errorf("the function's value for row %d cannot be encoded as JSON: %v", r.Number, err)
+		}
+		buf.Truncate(buf.Len() - 1) // Encode's newline
+	}
+	return nil
 }
 
 // trimJSONError drops the package prefix from encoding/json's messages.

@@ -30,6 +30,9 @@ var (
 	ErrNoWrites = fmt.Errorf("%w: it cannot take writes now", ErrUnavailable)
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("asyncfn: store closed")
+	// ErrCheckpointTooLarge: the values given to Checkpoint over a batch's life would
+	// total more than MaxSavedBytes.
+	ErrCheckpointTooLarge = errors.New("asyncfn: checkpoint over the batch's limit")
 )
 
 // ErrorKind classifies why a batch failed, which decides how it is retried and answered.

@@ -72,7 +72,29 @@ type Function struct {
 	// Backoff is the delay before the second attempt, doubled for each later one.
 	// Default 1 second.
 	Backoff time.Duration
+	// Checkpoint says how often the rows a function reports with RowDone are saved while
+	// its batch runs. Default none: RowDone does nothing.
+	Checkpoint CheckpointConfig
 }
+
+// CheckpointConfig says when the rows answered so far (RowDone) are saved (Store.Checkpoint),
+// so that an attempt after a crash, a lost lease or a shutdown calls the function only for
+// the others. Rows wait in memory until then: a shorter interval loses less work to a
+// crash, at one store write each. The zero value saves nothing.
+type CheckpointConfig struct {
+	// Rows saves as soon as this many rows wait; 0: only every Interval.
+	Rows int
+	// Interval saves rows that wait at least this often; 0: only every Rows rows.
+	Interval time.Duration
+}
+
+// DefaultCheckpoint is the setting of a function that calls an API once per row: at most
+// 100 rows or 5 seconds of calls are lost to a crash, for at most one store write per
+// 100 rows or 5 seconds.
+var DefaultCheckpoint = CheckpointConfig{Rows: 100, Interval: 5 * time.Second}
+
+// Enabled reports whether rows are saved at all.
+func (c CheckpointConfig) Enabled() bool { return c.Rows > 0 || c.Interval > 0 }
 
 // Function defaults.
 const (
@@ -100,8 +122,8 @@ func (f Function) withDefaults() (Function, error) {
 	switch {
 	case f.Func == nil:
 		return f, fmt.Errorf("function %q: Func is nil", f.Name)
-	case f.Timeout < 0 || f.Concurrency < 0 || f.MaxAttempts < 0 || f.Backoff < 0:
-		return f, fmt.Errorf("function %q: Timeout, Concurrency, MaxAttempts and Backoff must not be negative", f.Name)
+	case f.Timeout < 0 || f.Concurrency < 0 || f.MaxAttempts < 0 || f.Backoff < 0 || f.Checkpoint.Rows < 0 || f.Checkpoint.Interval < 0:
+		return f, fmt.Errorf("function %q: Timeout, Concurrency, MaxAttempts, Backoff and Checkpoint must not be negative", f.Name)
 	}
 	if f.Timeout == 0 {
 		f.Timeout = DefaultTimeout

@@ -3,6 +3,7 @@ package asyncfn
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -64,6 +65,18 @@ type Store interface {
 	// retried (p.Error its last error) or handed back (the attempt not counted).
 	// ErrLeaseLost if owner does not hold the lease, in which case nothing changes.
 	Finish(ctx context.Context, key Key, owner string, p FinishParams) error
+
+	// Checkpoint adds rows to the rows saved for the Running batch whose lease owner holds,
+	// which Claim, ClaimKey and Get with its payload return in Batch.Saved: a later attempt
+	// computes only the others. A row already saved, or given twice, keeps its first
+	// value. ErrLeaseLost if owner does not hold the lease or the batch has expired at
+	// now, in which case nothing changes. The values given over the batch's life, those
+	// ignored included, total at most MaxSavedBytes: ErrCheckpointTooLarge for a call that
+	// would pass it, which changes nothing. Finish with OutcomeRetried or
+	// OutcomeHandedBack keeps the rows saved, for the next attempt; a finished batch
+	// need not keep them, and a batch created again under the key of an expired one
+	// starts with none.
+	Checkpoint(ctx context.Context, key Key, owner string, now time.Time, rows []SavedRow) error
 
 	// MarkDelivered records that the final answer of a finished batch was served at now
 	// and brings its ExpiresAt forward to expiresAt if that is earlier (the grace period
@@ -132,6 +145,36 @@ func Retry(now time.Time, err *Error, runAfter time.Time) FinishParams {
 // shutdown, which does not count; its last error stays.
 func HandBack(now, runAfter time.Time) FinishParams {
 	return FinishParams{Now: now, Outcome: OutcomeHandedBack, RunAfter: runAfter}
+}
+
+// AddSaved returns saved, in row order without duplicates, with those of rows it lacks
+// added, the first of a row given twice winning, so that every engine keeps the same
+// rows (see Store.Checkpoint). It may reuse saved's array.
+func AddSaved(saved, rows []SavedRow) []SavedRow {
+	have := make(map[int]bool, len(saved)+len(rows))
+	for _, r := range saved {
+		have[r.Number] = true
+	}
+	n := len(saved)
+	for _, r := range rows {
+		if !have[r.Number] {
+			have[r.Number] = true
+			saved = append(saved, SavedRow{Number: r.Number, Value: slices.Clone(r.Value)})
+		}
+	}
+	if len(saved) > n {
+		slices.SortFunc(saved, func(a, b SavedRow) int { return a.Number - b.Number })
+	}
+	return saved
+}
+
+// SavedBytes is the size of rows as MaxSavedBytes counts it.
+func SavedBytes(rows []SavedRow) int {
+	n := 0
+	for _, r := range rows {
+		n += len(r.Value)
+	}
+	return n
 }
 
 // Stats are counts of live batches by state.

@@ -393,10 +393,33 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	p.obs.BatchStarted(info)
 	stopHeartbeat := p.heartbeat(runCtx, b.Key, cancel, log)
 	began := time.Now()
-	result, fail := p.call(runCtx, fn, b, rows)
+	var fail *Error
+	var result []byte
+	var cp *checkpointer
+	if rows == nil {
+		var err error
+		if rows, err = ParseRows(b.Payload); err != nil {
+			fail = AsError(err)
+		}
+	}
+	if fail == nil {
+		callCtx := runCtx
+		if fn.Checkpoint.Enabled() {
+			cp = p.newCheckpointer(runCtx, b, fn.Checkpoint, rows, cancel, log)
+			callCtx = WithRowDone(runCtx, cp.rowDone)
+		}
+		result, fail = p.call(callCtx, fn, b, rows)
+		if cp != nil {
+			cp.stop()
+		}
+	}
 	stopHeartbeat()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
+	// The outcome, and the rows saved before it, must be recorded even when shutdown
+	// has cancelled ctx.
+	storeCtx, cancelStore := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancelStore()
 	now := p.now()
 	var finish FinishParams
 	switch {
@@ -418,9 +441,9 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	default:
 		finish = Fail(now, fail)
 	}
-	// The outcome must be recorded even when shutdown has cancelled ctx.
-	storeCtx, cancelStore := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancelStore()
+	if cp != nil && !finish.Outcome.Final() {
+		cp.flush(storeCtx) // the next attempt starts from there
+	}
 	if err := p.finish(storeCtx, b.Key, finish, log); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
 		p.obs.BatchFinished(info)
@@ -445,17 +468,12 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	}
 }
 
-// call runs the function on the batch's rows (parsed from its payload unless given)
-// within its timeout and returns the encoded result or the error to store. A panic becomes
-// an Internal error. A function that ignores its context past the timeout is abandoned
-// (its goroutine runs on) so that the batch still fails in time.
+// call runs the function on the batch's rows not saved yet (b.Saved) within its timeout
+// and returns the encoded result of all rows or the error to store. A panic becomes an
+// Internal error. A function that ignores its context past the timeout is abandoned (its
+// goroutine runs on) so that the batch still fails in time.
 func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]byte, *Error) {
-	if rows == nil {
-		var err error
-		if rows, err = ParseRows(b.Payload); err != nil {
-			return nil, AsError(err)
-		}
-	}
+	todo := unsaved(rows, b.Saved)
 	callCtx, cancel := context.WithTimeout(ctx, fn.Timeout)
 	defer cancel()
 	type outcome struct {
@@ -463,16 +481,20 @@ func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]b
 		err    error
 	}
 	done := make(chan outcome, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				p.logger.Error("function panicked", LogFunction, fn.Name, LogBatchID, b.Key.BatchID, "panic", r, "stack", string(debug.Stack()))
-				done <- outcome{err: &Error{Kind: Internal, Message: fmt.Sprintf("the function %s panicked: %v.", fn.Name, r)}}
-			}
+	if len(todo) == 0 {
+		done <- outcome{values: []any{}}
+	} else {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					p.logger.Error("function panicked", LogFunction, fn.Name, LogBatchID, b.Key.BatchID, "panic", r, "stack", string(debug.Stack()))
+					done <- outcome{err: &Error{Kind: Internal, Message: fmt.Sprintf("the function %s panicked: %v.", fn.Name, r)}}
+				}
+			}()
+			values, err := fn.Func.Call(WithHeaders(callCtx, b.Headers), todo)
+			done <- outcome{values, err}
 		}()
-		values, err := fn.Func.Call(WithHeaders(callCtx, b.Headers), rows)
-		done <- outcome{values, err}
-	}()
+	}
 	var out outcome
 	select {
 	case out = <-done:
@@ -485,7 +507,11 @@ func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]b
 		}
 		return nil, AsError(out.err)
 	}
-	result, err := EncodeResult(rows, out.values)
+	all, values := todo, out.values
+	if len(todo) < len(rows) && len(values) == len(todo) {
+		all, values = rows, withSaved(rows, b.Saved, values)
+	}
+	result, err := EncodeResult(all, values)
 	if err != nil {
 		return nil, &Error{Kind: Internal, Message: err.Error() + "."}
 	}

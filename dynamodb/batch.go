@@ -119,6 +119,9 @@ func (s *Store) batchOf(ctx context.Context, it item, withPayload bool) (*asyncf
 		if b.Payload, err = s.getBlob(ctx, it, aPayload); err != nil {
 			return nil, err
 		}
+		if b.Saved, err = s.saved(ctx, it); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -269,16 +272,32 @@ func (s *Store) abandon(ctx context.Context, key asyncfn.Key, now time.Time, att
 
 // updateMeta applies u to the meta item at key if cond holds; ifFailed if it does not.
 func (s *Store) updateMeta(ctx context.Context, key asyncfn.Key, u *update, cond string, ifFailed error) error {
+	_, err := s.updateMetaOld(ctx, key, u, cond, ifFailed)
+	return err
+}
+
+// updateMetaOld is updateMeta that returns the old values of the attributes u changed
+// (and the key), to delete the chunks they named.
+func (s *Store) updateMetaOld(ctx context.Context, key asyncfn.Key, u *update, cond string, ifFailed error) (item, error) {
 	expr := u.String()
-	_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       metaKey(key),
 		UpdateExpression:          aws.String(expr),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  names(expr, cond),
 		ExpressionAttributeValues: u.values,
+		ReturnValues:              types.ReturnValueUpdatedOld,
 	})
-	return errorOf(err, ifFailed)
+	if err != nil {
+		return nil, errorOf(err, ifFailed)
+	}
+	old := out.Attributes
+	if old == nil {
+		old = item{}
+	}
+	old[aPK] = str(pkOf(key))
+	return old, nil
 }
 
 func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {
@@ -318,7 +337,7 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		u.Set(aState, stateValue(asyncfn.Failed))
 		u.Set(aError, errorValue(p.Error))
 		u.Set(aFinishedAt, nanos(p.Now))
-		u.Remove(aOwner, aLeaseUntil, aQueue)
+		u.Remove(aOwner, aLeaseUntil, aQueue, aSaved, aSavedBytes)
 	default:
 		pk := pkOf(key)
 		var ttl int64
@@ -347,11 +366,16 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		u.SetItem(blob)
 		u.Set(aState, stateValue(asyncfn.Succeeded))
 		u.Set(aFinishedAt, nanos(p.Now))
-		u.Remove(aOwner, aLeaseUntil, aQueue, aError)
+		u.Remove(aOwner, aLeaseUntil, aQueue, aError, aSaved, aSavedBytes)
 	}
-	err := s.updateMeta(ctx, key, u, condHeld, asyncfn.ErrLeaseLost)
+	old, err := s.updateMetaOld(ctx, key, u, condHeld, asyncfn.ErrLeaseLost)
 	if errors.Is(err, asyncfn.ErrLeaseLost) && result != nil {
 		_ = s.deleteChunks(ctx, result) // never visible (best effort: TTL removes them too)
+	}
+	if err == nil && p.Outcome.Final() && old[aSaved] != nil {
+		// A finished batch has no more use for its saved rows (best effort: TTL removes
+		// them too).
+		_ = s.deleteChunks(ctx, item{aPK: old[aPK], aSaved: old[aSaved]})
 	}
 	return err
 }

@@ -47,6 +47,8 @@ const (
 	aData        = "data"    // a chunk's bytes
 	aPayload     = "payload"
 	aResult      = "result"
+	aSaved       = "saved"       // the segments of rows saved by Checkpoint: a list of "<id>/<chunks>"
+	aSavedBytes  = "saved_bytes" // given to Checkpoint (asyncfn.MaxSavedBytes)
 	// A blob split over chunks is named by "<blob>_id" and "<blob>_chunks" in the meta item.
 	idSuffix     = "_id"
 	chunksSuffix = "_chunks"
@@ -307,6 +309,16 @@ func (s *Store) putBlob(ctx context.Context, pk, blob string, data []byte, ttl i
 	if len(data) <= inlineMax {
 		return item{blob: bin(data)}, nil
 	}
+	id, n, err := s.putChunks(ctx, pk, blob, data, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return item{blob + idSuffix: str(id), blob + chunksSuffix: num(int64(n))}, nil
+}
+
+// putChunks writes data as chunk items of blob, named by a new id, and returns the id and
+// how many chunks there are.
+func (s *Store) putChunks(ctx context.Context, pk, blob string, data []byte, ttl int64) (string, int, error) {
 	id := newID()
 	var reqs []types.WriteRequest
 	for n := 0; n*chunkSize < len(data); n++ {
@@ -316,9 +328,9 @@ func (s *Store) putBlob(ctx context.Context, pk, blob string, data []byte, ttl i
 		}}})
 	}
 	if err := s.batchWrite(ctx, reqs); err != nil {
-		return nil, err
+		return "", 0, err
 	}
-	return item{blob + idSuffix: str(id), blob + chunksSuffix: num(int64(len(reqs)))}, nil
+	return id, len(reqs), nil
 }
 
 // newID names one write's chunks; it needs to be unique per batch, not secret.
@@ -328,13 +340,18 @@ func chunkSK(blob, id string, n int) string { return fmt.Sprintf("%s#%s#%d", blo
 
 // chunkKeys are the keys of the chunk items that the meta item it names for blobs.
 func chunkKeys(it item, blobs ...string) []item {
-	pk := it[aPK]
 	var keys []item
 	for _, blob := range blobs {
-		id := getS(it, blob+idSuffix)
-		for n := range int(getN(it, blob+chunksSuffix)) {
-			keys = append(keys, item{aPK: pk, aSK: str(chunkSK(blob, id, n))})
-		}
+		keys = append(keys, segmentKeys(it[aPK], blob, getS(it, blob+idSuffix), int(getN(it, blob+chunksSuffix)))...)
+	}
+	return keys
+}
+
+// segmentKeys are the keys of the chunks of blob named id, n of them, in the batch at pk.
+func segmentKeys(pk types.AttributeValue, blob, id string, n int) []item {
+	keys := make([]item, n)
+	for i := range n {
+		keys[i] = item{aPK: pk, aSK: str(chunkSK(blob, id, i))}
 	}
 	return keys
 }
@@ -346,7 +363,12 @@ func (s *Store) getBlob(ctx context.Context, it item, blob string) ([]byte, erro
 	if v, ok := it[blob].(*types.AttributeValueMemberB); ok {
 		return v.Value, nil
 	}
-	keys := chunkKeys(it, blob)
+	return s.readChunks(ctx, chunkKeys(it, blob), blob)
+}
+
+// readChunks reads the chunks at keys, of blob, and joins them; nil if there are none.
+func (s *Store) readChunks(ctx context.Context, all []item, blob string) ([]byte, error) {
+	keys := all
 	if len(keys) == 0 {
 		return nil, nil
 	}
@@ -359,7 +381,7 @@ func (s *Store) getBlob(ctx context.Context, it item, blob string) ([]byte, erro
 		keys = keys[n:]
 	}
 	var buf bytes.Buffer
-	for _, k := range chunkKeys(it, blob) {
+	for _, k := range all {
 		part, ok := data[k[aSK].(*types.AttributeValueMemberS).Value]
 		if !ok {
 			return nil, fmt.Errorf("%w: a chunk of its %s is gone: the batch was removed while being read", asyncfn.ErrNotFound, blob)
@@ -369,10 +391,15 @@ func (s *Store) getBlob(ctx context.Context, it item, blob string) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// deleteChunks deletes the chunks of the payload and result that the meta item it names.
+// deleteChunks deletes the chunks of the payload, result and saved rows that the meta item
+// it names.
 func (s *Store) deleteChunks(ctx context.Context, it item) error {
 	var reqs []types.WriteRequest
-	for _, k := range chunkKeys(it, aPayload, aResult) {
+	keys := chunkKeys(it, aPayload, aResult)
+	for _, seg := range segments(it) {
+		keys = append(keys, seg.keys...)
+	}
+	for _, k := range keys {
 		reqs = append(reqs, types.WriteRequest{DeleteRequest: &types.DeleteRequest{Key: k}})
 	}
 	return s.batchWrite(ctx, reqs)

@@ -17,6 +17,7 @@ import (
 type Store struct {
 	mu      sync.Mutex
 	batches map[asyncfn.Key]*asyncfn.Batch
+	given   map[asyncfn.Key]int // bytes given to Checkpoint (asyncfn.MaxSavedBytes)
 	closed  bool
 }
 
@@ -24,7 +25,7 @@ var _ asyncfn.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{batches: map[asyncfn.Key]*asyncfn.Batch{}}
+	return &Store{batches: map[asyncfn.Key]*asyncfn.Batch{}, given: map[asyncfn.Key]int{}}
 }
 
 // live returns the batch at key unless it is absent or expired at now. Callers hold mu.
@@ -38,8 +39,9 @@ func (s *Store) live(key asyncfn.Key, now time.Time) *asyncfn.Batch {
 
 func clone(b *asyncfn.Batch, withPayload bool) *asyncfn.Batch {
 	c := *b
+	c.Saved = slices.Clone(b.Saved)
 	if !withPayload {
-		c.Payload = nil
+		c.Payload, c.Saved = nil, nil
 	}
 	if b.Error != nil {
 		e := *b.Error
@@ -62,8 +64,9 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		return clone(old, false), asyncfn.ErrConflict
 	}
 	c := clone(b, true)
-	c.Payload = slices.Clone(b.Payload)
+	c.Payload, c.Saved = slices.Clone(b.Payload), nil
 	s.batches[b.Key] = c
+	delete(s.given, b.Key)
 	return nil, nil
 }
 
@@ -209,7 +212,30 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		return asyncfn.ErrLeaseLost
 	}
 	next := asyncfn.Finished(b, p)
+	if next.State.Done() {
+		next.Saved = nil
+		delete(s.given, key)
+	}
 	*b = *next
+	return nil
+}
+
+func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return asyncfn.ErrClosed
+	}
+	b := s.held(key, owner)
+	if b == nil || s.live(key, now) == nil {
+		return asyncfn.ErrLeaseLost
+	}
+	given := s.given[key] + asyncfn.SavedBytes(rows)
+	if given > asyncfn.MaxSavedBytes {
+		return asyncfn.ErrCheckpointTooLarge
+	}
+	s.given[key] = given
+	b.Saved = asyncfn.AddSaved(b.Saved, rows)
 	return nil
 }
 
@@ -245,6 +271,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 		}
 		if !b.ExpiresAt.After(now) {
 			delete(s.batches, k)
+			delete(s.given, k)
 			n++
 		}
 	}

@@ -39,7 +39,7 @@ var expected = []error{asyncfn.ErrNotFound, asyncfn.ErrDuplicate, asyncfn.ErrCon
 	asyncfn.ErrLeaseLost, asyncfn.ErrNotClaimable, context.Canceled}
 
 // storeOperations are the operation labels of the store's metrics.
-var storeOperations = []string{"create", "get", "claim", "claim_key", "extend", "finish", "mark_delivered",
+var storeOperations = []string{"create", "get", "claim", "claim_key", "extend", "finish", "checkpoint", "mark_delivered",
 	"sweep", "stats", "count_queued", "save_payload", "ping"}
 
 func (s *instrumentedStore) done(op string, began time.Time, err error) {
@@ -94,6 +94,13 @@ func (s *instrumentedStore) Finish(ctx context.Context, key asyncfn.Key, owner s
 	began := time.Now()
 	err := s.Store.Finish(ctx, key, owner, p)
 	s.done("finish", began, err)
+	return err
+}
+
+func (s *instrumentedStore) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
+	began := time.Now()
+	err := s.Store.Checkpoint(ctx, key, owner, now, rows)
+	s.done("checkpoint", began, err)
 	return err
 }
 

@@ -22,14 +22,22 @@ var columns = []string{
 }
 
 // selectList is the column list that scanBatch reads, each prefixed (a table alias), with
-// NULL for the payload unless withPayload.
-func selectList(prefix string, withPayload bool) string {
+// NULL for the payload unless withPayload, then the numbers and values of the rows saved
+// in table saved (NULL unless withPayload).
+func selectList(prefix string, withPayload bool, saved string) string {
 	cols := make([]string, len(columns))
 	for i, c := range columns {
 		cols[i] = prefix + c
 		if c == "payload" && !withPayload {
 			cols[i] = "NULL::bytea"
 		}
+	}
+	if !withPayload {
+		return strings.Join(append(cols, "NULL::integer[]", "NULL::bytea[]"), ", ")
+	}
+	for _, c := range []string{"number", "value"} {
+		cols = append(cols, "(SELECT array_agg(s."+c+" ORDER BY s.number) FROM "+saved+" AS s WHERE s.function = "+
+			prefix+"function AND s.batch_id = "+prefix+"batch_id)")
 	}
 	return strings.Join(cols, ", ")
 }
@@ -59,7 +67,7 @@ var abandonedKind, abandonedFormat = func() (string, string) {
 type queries struct {
 	create, get, getPayload, claim, claimKey, abandonKey, extend                            string
 	finishSucceeded, finishFailed, finishRetry, finishHandBack, markDelivered, sweep, stats string
-	countQueued, savePayload                                                                string
+	countQueued, savePayload, checkpoint                                                    string
 }
 
 func newQueries(schema string) queries {
@@ -71,16 +79,19 @@ func newQueries(schema string) queries {
 			excluded = append(excluded, c+" = excluded."+c)
 		}
 	}
+	saved := ident + ".saved_rows"
 	r := strings.NewReplacer(
 		"{t}", ident+".batches",
+		"{saved}", saved,
+		"{created_at}", "$"+strconv.Itoa(slices.Index(columns, "created_at")+1),
 		"{notify}", ident+".notify",
 		"{ch}", "'"+channelOf(schema)+"'", // a schema name has no quotes to escape
 		"{columns}", strings.Join(columns, ", "),
 		"{values}", strings.Join(values, ", "),
 		"{excluded}", strings.Join(excluded, ", "),
-		"{cols}", selectList("", false),
-		"{cols+payload}", selectList("", true),
-		"{b.cols+payload}", selectList("b.", true),
+		"{cols}", selectList("", false, saved),
+		"{cols+payload}", selectList("", true, saved),
+		"{b.cols+payload}", selectList("b.", true, saved),
 		"{claimable}", claimable,
 		"{abandoned}", abandoned,
 		"{functions}", "(coalesce(cardinality($4::text[]), 0) = 0 OR function = ANY($4))",
@@ -88,9 +99,15 @@ func newQueries(schema string) queries {
 	return queries{
 		// One statement, so that concurrent creates of a key store exactly one batch: a
 		// live row with the key stays as it is (no row is returned, the caller reads it),
-		// an expired one is replaced in place, as if it had been swept first.
-		create: r.Replace(`INSERT INTO {t} AS b ({columns}) VALUES ({values})
-			ON CONFLICT (function, batch_id) DO UPDATE SET {excluded}
+		// an expired one is replaced in place, as if it had been swept first (its saved
+		// rows deleted, its count of bytes saved reset).
+		create: r.Replace(`WITH stale AS (
+				DELETE FROM {saved} AS s USING {t} AS old
+				WHERE old.function = $1 AND old.batch_id = $2 AND old.expires_at <= {created_at}
+					AND s.function = old.function AND s.batch_id = old.batch_id
+			)
+			INSERT INTO {t} AS b ({columns}) VALUES ({values})
+			ON CONFLICT (function, batch_id) DO UPDATE SET {excluded}, saved_bytes = 0
 			WHERE b.expires_at <= excluded.created_at
 			RETURNING {notify}({ch}, b.state, b.function, b.batch_id)`),
 		get:        r.Replace(`SELECT {cols} FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3`),
@@ -134,15 +151,26 @@ func newQueries(schema string) queries {
 			SELECT EXISTS (SELECT FROM {t} WHERE function = $2 AND batch_id = $3 AND expires_at > $1)`),
 		extend: r.Replace(`UPDATE {t} SET lease_until = $4
 			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3`),
-		// The three outcomes of asyncfn.Finished, each conditional on the lease.
-		finishSucceeded: r.Replace(`UPDATE {t} SET state = 'succeeded', owner = '', lease_until = NULL,
-				result = $4, error_kind = NULL, error_message = NULL, finished_at = $5
-			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
-			RETURNING {notify}({ch}, 'succeeded', function, batch_id)`),
-		finishFailed: r.Replace(`UPDATE {t} SET state = 'failed', owner = '', lease_until = NULL,
-				error_kind = $4, error_message = $5, finished_at = $6
-			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
-			RETURNING {notify}({ch}, 'failed', function, batch_id)`),
+		// The three outcomes of asyncfn.Finished, each conditional on the lease. A batch
+		// finished has no more use for its saved rows.
+		finishSucceeded: r.Replace(`WITH done AS (
+				UPDATE {t} SET state = 'succeeded', owner = '', lease_until = NULL,
+					result = $4, error_kind = NULL, error_message = NULL, finished_at = $5
+				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+				RETURNING {notify}({ch}, 'succeeded', function, batch_id)
+			), dropped AS (
+				DELETE FROM {saved} WHERE function = $1 AND batch_id = $2 AND EXISTS (SELECT FROM done)
+			)
+			SELECT FROM done`),
+		finishFailed: r.Replace(`WITH done AS (
+				UPDATE {t} SET state = 'failed', owner = '', lease_until = NULL,
+					error_kind = $4, error_message = $5, finished_at = $6
+				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
+				RETURNING {notify}({ch}, 'failed', function, batch_id)
+			), dropped AS (
+				DELETE FROM {saved} WHERE function = $1 AND batch_id = $2 AND EXISTS (SELECT FROM done)
+			)
+			SELECT FROM done`),
 		finishRetry: r.Replace(`UPDATE {t} SET state = 'queued', owner = '', lease_until = NULL, run_after = $4,
 				error_kind = $5, error_message = $6
 			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
@@ -181,6 +209,25 @@ func newQueries(schema string) queries {
 				WHERE live.missing AND b.function = live.function AND b.batch_id = live.batch_id
 			)
 			SELECT true FROM live`),
+		// One statement: the bytes given are counted on condition of the lease and the
+		// limit, and the rows added only if they were; the first of a row given twice
+		// wins. The last column tells a lost lease from the limit reached (the snapshot
+		// is from before the update).
+		checkpoint: r.Replace(`WITH counted AS (
+				UPDATE {t} SET saved_bytes = saved_bytes + $5
+				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3 AND expires_at > $4
+					AND saved_bytes + $5 <= $6
+				RETURNING function, batch_id
+			), added AS (
+				INSERT INTO {saved} (function, batch_id, number, value)
+				SELECT counted.function, counted.batch_id, r.number, r.value FROM counted,
+					(SELECT DISTINCT ON (number) number, value
+					FROM unnest($7::integer[], $8::bytea[]) WITH ORDINALITY AS given(number, value, i)
+					ORDER BY number, i) AS r
+				ON CONFLICT DO NOTHING
+			)
+			SELECT EXISTS (SELECT FROM counted), EXISTS (SELECT FROM {t}
+				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3 AND expires_at > $4)`),
 	}
 }
 
@@ -226,11 +273,16 @@ func scanBatch(row pgx.Row) (*asyncfn.Batch, error) {
 	var state string
 	var kind, message *string
 	var leaseUntil, runAfter, startedAt, finishedAt, deliveredAt *time.Time
+	var numbers []int32
+	var values [][]byte
 	err := row.Scan(&b.Key.Function, &b.Key.BatchID, &b.QueryID, &state, &b.Payload, &b.Digest, &b.Rows, &b.Result,
 		&kind, &message, &b.Attempts, &b.MaxAttempts, &b.Owner, &leaseUntil,
-		&runAfter, &b.CreatedAt, &startedAt, &finishedAt, &deliveredAt, &b.ExpiresAt, &b.Headers)
+		&runAfter, &b.CreatedAt, &startedAt, &finishedAt, &deliveredAt, &b.ExpiresAt, &b.Headers, &numbers, &values)
 	if err != nil {
 		return nil, err
+	}
+	for i, n := range numbers {
+		b.Saved = append(b.Saved, asyncfn.SavedRow{Number: int(n), Value: values[i]})
 	}
 	b.State = asyncfn.State(state)
 	if kind != nil {
@@ -362,6 +414,26 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		return asyncfn.ErrLeaseLost
 	}
 	return nil
+}
+
+func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
+	numbers := make([]int32, len(rows))
+	values := make([][]byte, len(rows))
+	for i, r := range rows {
+		numbers[i], values[i] = int32(r.Number), append([]byte{}, r.Value...) // never NULL
+	}
+	var counted, held bool
+	err := s.pool.QueryRow(ctx, s.q.checkpoint, key.Function, key.BatchID, owner, now,
+		asyncfn.SavedBytes(rows), asyncfn.MaxSavedBytes, numbers, values).Scan(&counted, &held)
+	switch {
+	case err != nil:
+		return s.err(err)
+	case counted:
+		return nil
+	case held:
+		return asyncfn.ErrCheckpointTooLarge
+	}
+	return asyncfn.ErrLeaseLost
 }
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {

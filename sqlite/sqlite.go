@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS batches (
 	delivered_at  INTEGER NOT NULL DEFAULT 0,
 	expires_at    INTEGER NOT NULL,
 	headers       TEXT    NOT NULL DEFAULT '', -- a JSON object, or empty for none
+	saved_bytes   INTEGER NOT NULL DEFAULT 0,  -- given to Checkpoint (asyncfn.MaxSavedBytes)
 	PRIMARY KEY (function, batch_id)
 );
 -- Claims and Stats look at few states; the sweeper at expiry times.
@@ -83,18 +84,28 @@ CREATE TABLE IF NOT EXISTS blobs (
 	data     BLOB NOT NULL,
 	PRIMARY KEY (function, batch_id, kind)
 );
+-- The rows saved by Checkpoint, one record each, so that a checkpoint writes only its own.
+CREATE TABLE IF NOT EXISTS saved_rows (
+	function TEXT    NOT NULL,
+	batch_id TEXT    NOT NULL,
+	number   INTEGER NOT NULL,
+	value    BLOB    NOT NULL,
+	PRIMARY KEY (function, batch_id, number)
+);
 -- One row that Ping rewrites, to tell that the file takes writes.
 CREATE TABLE IF NOT EXISTS probe (
 	id  INTEGER PRIMARY KEY,
 	at  INTEGER NOT NULL,
 	pad BLOB
 );
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 `
 
 // upgrades bring a file of an older schema version (the index) to the next one.
 var upgrades = []string{
 	1: `ALTER TABLE batches ADD COLUMN headers TEXT NOT NULL DEFAULT ''`,
+	// schema creates the saved_rows table.
+	2: `ALTER TABLE batches ADD COLUMN saved_bytes INTEGER NOT NULL DEFAULT 0`,
 }
 
 // Open opens (creating if needed) the store in the file at path. It takes an exclusive
@@ -338,10 +349,10 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 			return s.translate(err)
 		}
 		// A re-created expired key keeps nothing of the old batch: neither its result nor
-		// its payload, which would otherwise stand in for a payload still to come.
-		if _, err = tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ?`,
-			b.Key.Function, b.Key.BatchID); err != nil {
-			return s.translate(err)
+		// its payload, which would otherwise stand in for a payload still to come, nor its
+		// saved rows.
+		if err := s.deleteBlobs(ctx, tx, b.Key); err != nil {
+			return err
 		}
 		if b.Payload == nil { // created claimed, its payload to come (see Store.Create)
 			return nil
@@ -366,7 +377,46 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 		return nil, s.translate(err)
 	}
 	b.Result, b.Payload = result, payload
+	if withPayload {
+		if b.Saved, err = s.saved(ctx, s.read, key); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// querier is a connection pool or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// saved reads the rows saved for key, in row order; nil if none.
+func (s *Store) saved(ctx context.Context, q querier, key asyncfn.Key) ([]asyncfn.SavedRow, error) {
+	rows, err := q.QueryContext(ctx, `SELECT number, value FROM saved_rows WHERE function = ? AND batch_id = ? ORDER BY number`,
+		key.Function, key.BatchID)
+	if err != nil {
+		return nil, s.translate(err)
+	}
+	defer rows.Close()
+	var out []asyncfn.SavedRow
+	for rows.Next() {
+		var r asyncfn.SavedRow
+		if err := rows.Scan(&r.Number, &r.Value); err != nil {
+			return nil, s.translate(err)
+		}
+		out = append(out, r)
+	}
+	return out, s.translate(rows.Err())
+}
+
+// deleteBlobs deletes the payload, result and saved rows of key.
+func (s *Store) deleteBlobs(ctx context.Context, tx *sql.Tx, key asyncfn.Key) error {
+	for _, table := range []string{"blobs", "saved_rows"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE function = ? AND batch_id = ?`, key.Function, key.BatchID); err != nil {
+			return s.translate(err)
+		}
+	}
+	return nil
 }
 
 // failAbandoned fails the running batches matching where (with args) whose lease expired
@@ -470,6 +520,12 @@ func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, wh
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.translate(err)
+	}
+	rows.Close()
+	for _, b := range out {
+		if b.Saved, err = s.saved(ctx, tx, b.Key); err != nil {
+			return nil, err
+		}
 	}
 	// RETURNING does not keep the subquery's order.
 	slices.SortStableFunc(out, func(a, b *asyncfn.Batch) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -580,10 +636,47 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 			key.Function, key.BatchID); err != nil {
 			return s.translate(err)
 		}
+		if !next.State.Done() {
+			return nil // the saved rows stay for the next attempt
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM saved_rows WHERE function = ? AND batch_id = ?`, key.Function, key.BatchID); err != nil {
+			return s.translate(err)
+		}
 		if next.State != asyncfn.Succeeded {
 			return nil
 		}
 		return s.putBlob(ctx, tx, key, "result", next.Result)
+	})
+}
+
+// Checkpoint counts the bytes given on the batch's record, conditional on the lease and
+// the limit, then adds the rows not saved yet.
+func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
+	n := asyncfn.SavedBytes(rows)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		const held = `function = ? AND batch_id = ? AND state = 'running' AND owner = ? AND expires_at > ?`
+		args := []any{key.Function, key.BatchID, owner, nanos(now)}
+		res, err := tx.ExecContext(ctx, `UPDATE batches SET saved_bytes = saved_bytes + ? WHERE `+held+` AND saved_bytes + ? <= ?`,
+			append(append([]any{n}, args...), n, asyncfn.MaxSavedBytes)...)
+		if err := s.affectedOne(res, err); errors.Is(err, asyncfn.ErrLeaseLost) {
+			var holds int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE `+held, args...).Scan(&holds); err != nil {
+				return s.translate(err)
+			}
+			if holds > 0 {
+				return asyncfn.ErrCheckpointTooLarge
+			}
+			return asyncfn.ErrLeaseLost
+		} else if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO saved_rows (function, batch_id, number, value) VALUES (?, ?, ?, ?)`,
+				key.Function, key.BatchID, r.Number, append([]byte{}, r.Value...)); err != nil { // never NULL
+				return s.translate(err)
+			}
+		}
+		return nil
 	})
 }
 
@@ -629,8 +722,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 			return s.translate(err)
 		}
 		for _, k := range keys {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE function = ? AND batch_id = ?`, k.Function, k.BatchID); err != nil {
-				return s.translate(err)
+			if err := s.deleteBlobs(ctx, tx, k); err != nil {
+				return err
 			}
 		}
 		n = len(keys)

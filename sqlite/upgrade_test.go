@@ -33,7 +33,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`ALTER TABLE batches DROP COLUMN headers; PRAGMA user_version = 1`); err != nil {
+	if _, err := db.Exec(`ALTER TABLE batches DROP COLUMN headers; DROP TABLE saved_rows;
+		ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -49,5 +50,44 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, b.Key, now, false); err != nil || !maps.Equal(got.Headers, b.Headers) {
 		t.Fatalf("a new batch after the upgrade = %+v, %v; want headers %v", got, err, b.Headers)
+	}
+}
+
+// TestUpgradeFromVersion2: a file written before checkpoints (no saved_bytes column, no
+// saved_rows table) is upgraded when opened, keeping its batches, which then save rows.
+func TestUpgradeFromVersion2(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "asyncfn.db")
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "old"}, State: asyncfn.Queued, Payload: []byte(`{"data":[[0,1]]}`),
+		Digest: "d", Rows: 1, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := s.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DROP TABLE saved_rows; ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s = open(t, path)
+	if _, err := s.ClaimKey(ctx, old.Key, asyncfn.ClaimParams{Owner: "w", Now: now, Lease: time.Minute, Limit: 1}); err != nil {
+		t.Fatal(err)
+	}
+	saved := []asyncfn.SavedRow{{Number: 0, Value: []byte(`"one"`)}}
+	if err := s.Checkpoint(ctx, old.Key, "w", now, saved); err != nil {
+		t.Fatalf("Checkpoint of the old batch after the upgrade: %v", err)
+	}
+	if got, err := s.Get(ctx, old.Key, now, true); err != nil || len(got.Saved) != 1 || string(got.Saved[0].Value) != `"one"` {
+		t.Fatalf("the old batch after a checkpoint = %+v, %v; want its saved row", got, err)
 	}
 }

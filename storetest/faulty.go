@@ -20,6 +20,7 @@ const (
 	OpSavePayload   Op = "SavePayload"
 	OpExtend        Op = "Extend"
 	OpFinish        Op = "Finish"
+	OpCheckpoint    Op = "Checkpoint"
 	OpMarkDelivered Op = "MarkDelivered"
 	OpSweep         Op = "Sweep"
 	OpStats         Op = "Stats"
@@ -28,7 +29,7 @@ const (
 )
 
 // Writes are the operations that change the store.
-var Writes = []Op{OpCreate, OpClaim, OpClaimKey, OpSavePayload, OpExtend, OpFinish, OpMarkDelivered, OpSweep}
+var Writes = []Op{OpCreate, OpClaim, OpClaimKey, OpSavePayload, OpExtend, OpFinish, OpCheckpoint, OpMarkDelivered, OpSweep}
 
 // Faulty wraps a Store so that a test can make its operations fail on command, as a full
 // disk, a read-only file system or a lost database would, and count how often each was
@@ -155,6 +156,13 @@ func (f *Faulty) Finish(ctx context.Context, key asyncfn.Key, owner string, p as
 		return err
 	}
 	return f.Store.Finish(ctx, key, owner, p)
+}
+
+func (f *Faulty) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
+	if err := f.enter(OpCheckpoint); err != nil {
+		return err
+	}
+	return f.Store.Checkpoint(ctx, key, owner, now, rows)
 }
 
 func (f *Faulty) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {

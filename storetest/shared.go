@@ -35,6 +35,7 @@ func RunShared(t *testing.T, newPair NewPair) {
 		{"ClaimConcurrentDisjoint", testSharedClaimConcurrentDisjoint},
 		{"ClaimKeyConcurrentOnce", testSharedClaimKeyConcurrentOnce},
 		{"SweepConcurrent", testSharedSweepConcurrent},
+		{"CheckpointAfterReclaim", testSharedCheckpointAfterReclaim},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,6 +44,22 @@ func RunShared(t *testing.T, newPair NewPair) {
 			tt.fn(t, a, b)
 		})
 	}
+}
+
+// A worker whose lease passed to another process saves nothing: its checkpoint is
+// ErrLeaseLost, and the new owner's rows are seen through both stores.
+func testSharedCheckpointAfterReclaim(t *testing.T, a, b asyncfn.Store) {
+	x := newBatch("echo", "reclaimed", t0)
+	mustCreate(t, a, x)
+	mustClaimKey(t, a, x.Key, "slow", t0)
+	mustCheckpoint(t, a, x.Key, "slow", t0, savedRows("slow", 0))
+	later := t0.Add(time.Minute)
+	wantSaved(t, "the claim through the other store", mustClaimKey(t, b, x.Key, "fast", later).Saved, savedRows("slow", 0))
+	err := a.Checkpoint(ctx, x.Key, "slow", later, savedRows("slow", 1))
+	wantErr(t, "Checkpoint by the owner that lost the lease", err, asyncfn.ErrLeaseLost)
+	mustCheckpoint(t, b, x.Key, "fast", later, savedRows("fast", 2))
+	want := append(savedRows("slow", 0), savedRows("fast", 2)...)
+	wantSaved(t, "Get through the first store", mustGet(t, a, x.Key, later).Saved, want)
 }
 
 // A batch passes between processes at every step of its life: each sees the other's
@@ -600,6 +617,9 @@ func testUnreachableIsUnavailable(t *testing.T, s asyncfn.Store, cut, _ func()) 
 		"Extend":      func(ctx context.Context) error { return s.Extend(ctx, running.Key, "w", t0.Add(time.Minute)) },
 		"Finish": func(ctx context.Context) error {
 			return s.Finish(ctx, running.Key, "w", asyncfn.Succeed(t0, []byte(`{"data":[]}`)))
+		},
+		"Checkpoint": func(ctx context.Context) error {
+			return s.Checkpoint(ctx, running.Key, "w", t0, []asyncfn.SavedRow{{Number: 0, Value: []byte(`1`)}})
 		},
 		"MarkDelivered": func(ctx context.Context) error { return s.MarkDelivered(ctx, done.Key, t0, t0.Add(time.Minute)) },
 		"Sweep": func(ctx context.Context) error {
