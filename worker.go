@@ -436,8 +436,12 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 		finish = Retry(now, fail, now.Add(fn.BackoffFor(b.Attempts+1)))
 		log.Warn("retryable error; batch requeued", "err", fail.Message, "retry_at", finish.RunAfter)
 	case fail.Kind == Retryable:
+		times := "once"
+		if b.Attempts != 1 {
+			times = fmt.Sprintf("%d times", b.Attempts)
+		}
 		finish = Fail(now, &Error{Kind: Internal, Message: fmt.Sprintf(
-			"the function %s failed %d times, the most allowed; the last error: %s", b.Key.Function, b.Attempts, fail.Message)})
+			"the function %s failed %s, the most allowed; the last error: %s", b.Key.Function, times, fail.Message)})
 	default:
 		finish = Fail(now, fail)
 	}

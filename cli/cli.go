@@ -18,12 +18,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/comprehend"
 	"github.com/asyncfn/asyncfn/dynamodb"
 	asyncfnhttp "github.com/asyncfn/asyncfn/http"
+	"github.com/asyncfn/asyncfn/metrics"
 	"github.com/asyncfn/asyncfn/postgres"
 )
 
@@ -117,6 +120,7 @@ type common struct {
 	backoff         time.Duration
 	log             logFlags
 	comprehend      comprehendFlags
+	file            fileFlags
 }
 
 func (c *common) register(fs *flag.FlagSet, workersDefault int) {
@@ -130,6 +134,7 @@ func (c *common) register(fs *flag.FlagSet, workersDefault int) {
 	DurationVar(fs, &c.backoff, "backoff", asyncfn.DefaultBackoff, "delay before a batch's first retry, doubled for each later one, for functions that do not set their own")
 	c.log.register(fs)
 	c.comprehend.register(fs)
+	c.file.register(fs)
 }
 
 // prepare turns the parsed flags of a server command into its logger, API keys and
@@ -147,18 +152,50 @@ func (c *common) prepare(prod *production, getenv func(string) string, stderr io
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if functions, err = prod.limit(asyncfn.Wrap(functions, opts.FunctionMiddleware...)); err != nil {
+	if functions, err = c.file.add(getenv, functions, logger); err != nil {
 		return nil, nil, nil, err
 	}
-	reg, err := c.registry(functions)
+	reg, err := c.registry(functions, prod, opts)
 	if err != nil {
+		c.file.close(logger)
 		return nil, nil, nil, err
 	}
 	return logger, keys, reg, nil
 }
 
-// registry builds the registry, filling settings the functions leave unset from flags.
-func (c *common) registry(functions []asyncfn.Function) (*asyncfn.Registry, error) {
+// checkFile does --check, against the functions this process would serve.
+func (c *common) checkFile(getenv func(string) string, stdout io.Writer, opts Options) error {
+	builtIn := opts.Functions
+	if c.comprehend.enabled {
+		builtIn = append(slices.Clip(builtIn), asyncfn.Function{Name: comprehend.Name})
+	}
+	return c.file.checkOnly(getenv, builtIn, stdout)
+}
+
+// observe adds the metrics of the functions that have their own (comprehend's, the
+// functions file's) to the process's.
+func (c *common) observe(m *metrics.Metrics) error {
+	if err := c.comprehend.observe(m); err != nil {
+		return err
+	}
+	if c.file.served == nil {
+		return nil
+	}
+	for _, col := range c.file.served.Collectors {
+		if err := m.Registry().Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registry builds the registry of functions wrapped in the middleware and rate limits,
+// filling settings the functions leave unset from flags.
+func (c *common) registry(functions []asyncfn.Function, prod *production, opts Options) (*asyncfn.Registry, error) {
+	functions, err := prod.limit(asyncfn.Wrap(functions, opts.FunctionMiddleware...))
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case c.timeout <= 0:
 		return nil, Usagef("--function-timeout must be positive")
@@ -206,10 +243,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
+	if c.file.check {
+		return c.checkFile(getenv, stdout, opts)
+	}
 	logger, keys, reg, err := c.prepare(&prod, getenv, stderr, opts)
 	if err != nil {
 		return err
 	}
+	defer c.file.close(logger) // deferred before the runtime's Stop: runs after it
 	if err := svcCfg.Validate(); err != nil {
 		return Usagef("--%w", err)
 	}
@@ -238,7 +279,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	m, rec, store, obs := prod.observe(reg, store, true)
-	if err := c.comprehend.observe(m); err != nil {
+	if err := c.observe(m); err != nil {
 		return err
 	}
 	routes, err := prod.routes(reg, m, rec, logger)
@@ -307,6 +348,9 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
+	if c.file.check {
+		return c.checkFile(getenv, stdout, opts)
+	}
 	if c.workers <= 0 {
 		return Usagef("--workers must be positive for a worker process")
 	}
@@ -314,6 +358,7 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
+	defer c.file.close(logger) // deferred before the runtime's Stop: runs after it
 	if err := checkStore(c.store); err != nil {
 		return err
 	}
@@ -339,7 +384,7 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer store.Close()
 	m, _, store, obs := prod.observe(reg, store, false)
-	if err := c.comprehend.observe(m); err != nil {
+	if err := c.observe(m); err != nil {
 		return err
 	}
 	announceMetrics := func() {
