@@ -102,7 +102,7 @@ type proc struct {
 	stdout *os.File
 	out    *bufio.Reader
 	call   atomic.Pointer[serving] // the call it serves, for its standard error's log lines; nil if none
-	killed atomic.Bool   // by the pool, which expects its exit
+	killed atomic.Bool             // by the pool, which expects its exit
 	// exited is closed once the process has exited; logged once its standard error is
 	// read to the end.
 	exited, logged chan struct{}
