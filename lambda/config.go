@@ -77,6 +77,12 @@ type Config struct {
 	// ASYNCFN_LOG_LEVEL, default info.
 	LogLevel string
 
+	// FunctionsFile is a functions file (package funcfile) whose functions are served
+	// beside the built-in ones: http functions, whose upstream is reachable from the
+	// Lambda function, and exec functions, whose command is in the deployment package.
+	// ASYNCFN_CONFIG, as `asyncfn serve --config`; default empty: none.
+	FunctionsFile string
+
 	// Comprehend, when ASYNCFN_COMPREHEND is true, adds the function comprehend
 	// (sentiment by Amazon Comprehend) with these settings, read from the variables of
 	// `asyncfn serve --comprehend-*`: ASYNCFN_COMPREHEND_REGION, _ENDPOINT, _LANGUAGE,
@@ -95,6 +101,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Store:           getenv("ASYNCFN_STORE"),
 		WorkerFunction:  getenv("ASYNCFN_WORKER_FUNCTION"),
 		LambdaEndpoint:  getenv("ASYNCFN_LAMBDA_ENDPOINT"),
+		FunctionsFile:   getenv("ASYNCFN_CONFIG"),
 		PollWait:        5 * time.Second, // shorter than a server's: each held second is billed
 		Stalled:         svc.Stalled,
 		MaxQueued:       svc.MaxQueued,

@@ -1,7 +1,8 @@
 // Command asyncfn-lambda is asyncfn on AWS Lambda: the bootstrap of a provided.al2023
 // function behind Amazon API Gateway, which is also its own worker (package lambda tells
 // how). It is configured by environment variables (lambda.Config lists them) and serves
-// the same functions as asyncfn. deploy/aws builds and deploys it.
+// the same functions as asyncfn, and those of a functions file (ASYNCFN_CONFIG).
+// deploy/aws builds and deploys it.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/dynamodb"
+	"github.com/asyncfn/asyncfn/funcfile"
 	"github.com/asyncfn/asyncfn/lambda"
 	"github.com/asyncfn/asyncfn/sentiment"
 )
@@ -41,11 +43,24 @@ func setup(ctx context.Context) (*lambda.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	fns := functions()
+	if cfg.FunctionsFile != "" {
+		file, err := funcfile.Load(cfg.FunctionsFile, os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("ASYNCFN_CONFIG: %w", err)
+		}
+		// Its processes run as long as the execution environment; Lambda ends them.
+		served, err := file.Start(ctx, logger)
+		if err != nil {
+			return nil, fmt.Errorf("ASYNCFN_CONFIG: %w", err)
+		}
+		fns = append(fns, served.Functions...)
+	}
 	store, err := dynamodb.Open(ctx, cfg.Store, dynamodb.Options{Logger: logger})
 	if err != nil {
 		return nil, err
 	}
-	return lambda.New(ctx, cfg, store, logger, functions()...)
+	return lambda.New(ctx, cfg, store, logger, fns...)
 }
 
 // functions are the functions served: those of asyncfn.

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,7 +227,8 @@ type stack struct {
 	front, worker *emulator
 }
 
-func newStack(t *testing.T) *stack {
+// newStack starts a front end and its worker, both with env.
+func newStack(t *testing.T, env ...string) *stack {
 	emulatorPath(t) // skip before making a table
 	storeURL := dyntest.Table(t)
 	store, err := dynamodb.Open(context.Background(), storeURL, dynamodb.Options{})
@@ -234,8 +236,8 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{store: store, storeURL: storeURL}
-	s.worker = startEmulator(t, "worker", "ASYNCFN_STORE="+storeURL)
-	s.front = s.frontEnd(t, "http://"+s.worker.addr)
+	s.worker = startEmulator(t, "worker", append([]string{"ASYNCFN_STORE=" + storeURL}, env...)...)
+	s.front = s.frontEnd(t, "http://"+s.worker.addr, env...)
 	return s
 }
 
@@ -408,5 +410,49 @@ func checkSentiment(t *testing.T, body string, want ...string) {
 			v.Sentiment != want[i] || v.Positive == nil || v.Negative == nil || v.Neutral == nil || v.Mixed == nil {
 			t.Errorf("row %d: %s %s, want row number %d, sentiment %s and the four scores", i, row[0], row[1], i, want[i])
 		}
+	}
+}
+
+// TestFunctionsFileUnderLambdaEmulator: an http function of a functions file
+// (ASYNCFN_CONFIG) is served on Lambda: its worker calls the upstream with the batch's
+// rows and headers, and the front end answers with the upstream's rows.
+func TestFunctionsFileUnderLambdaEmulator(t *testing.T) {
+	var got struct {
+		sync.Mutex
+		batchID, auth string
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Data [][2]json.RawMessage }
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		got.Lock()
+		got.batchID, got.auth = r.Header.Get(asyncfn.HeaderBatchID), r.Header.Get("Authorization")
+		got.Unlock()
+		out := make([][2]any, len(req.Data))
+		for i, row := range req.Data {
+			out[i] = [2]any{row[0], "upstream saw " + string(row[1])}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"data": out})
+	}))
+	t.Cleanup(upstream.Close)
+	file := filepath.Join(t.TempDir(), "functions.yaml")
+	text := fmt.Sprintf("functions:\n  - name: classify\n    http:\n      url: %s/classify\n      headers:\n        Authorization: {env: CLASSIFY_TOKEN, prefix: \"Bearer \"}\n", upstream.URL)
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, "ASYNCFN_CONFIG="+file, "CLASSIFY_TOKEN=t0ken")
+	if a := s.front.restAPI(t, "POST", "classify", "q9:1:1:0:0", []byte(`{"data":[[0,"a"],[1,"b"]]}`)); a.status != http.StatusAccepted {
+		t.Fatalf("POST: %d %s, want 202", a.status, a.body)
+	}
+	a := s.front.restAPI(t, "GET", "classify", "q9:1:1:0:0", nil)
+	if want := `{"data":[[0,"upstream saw \"a\""],[1,"upstream saw \"b\""]]}`; a.status != http.StatusOK || a.body != want {
+		t.Fatalf("GET: %d %s, want 200 %s", a.status, a.body, want)
+	}
+	got.Lock()
+	defer got.Unlock()
+	if got.batchID != "q9:1:1:0:0" || got.auth != "Bearer t0ken" {
+		t.Errorf("the upstream got batch id %q and Authorization %q, want the batch's and the secret's", got.batchID, got.auth)
 	}
 }
