@@ -38,6 +38,34 @@
 //	        MODEL: small
 //	        API_KEY: {file: /run/secrets/score-key}
 //
+// An http function in row mode (package upstream's RowConfig) calls an API once per row,
+// its URL, method, headers and body templates over the row's arguments ({{arg 0}},
+// {{json (arg 0)}}), the function's custom headers ({{header "language"}}) and its
+// secrets ({{secret "openai"}}), each pinned to the hosts it may be sent to; rows
+// answered are saved as the batch runs (checkpoint), so that an attempt after a crash
+// calls the API only for the others:
+//
+//	  - name: chat
+//	    checkpoint: {rows: 100, interval: 5s}   # the default of row mode
+//	    http:
+//	      mode: row               # batch (the default) or row
+//	      url: https://api.openai.com/v1/chat/completions
+//	      method: POST
+//	      headers:
+//	        Authorization: 'Bearer {{secret "openai"}}'
+//	      body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
+//	      secrets:
+//	        openai: {env: OPENAI_API_KEY, hosts: [api.openai.com]}
+//	      result: choices.0.message.content   # the part of the answer that is the row's value
+//	      on-error: fail          # a row that fails: fail (the batch), null, or error (an object)
+//	      concurrency: 8          # requests in flight, shared by the function's batches
+//	      rate: 10                # requests per second (default: no limit), burst: 10
+//	      request-attempts: 3     # sends of a request failing transiently (429, 5xx, timeout)
+//	      min-backoff: 100ms
+//	      max-backoff: 10s
+//	      request-timeout: 60s
+//	      timeout: 30m            # one attempt of a batch, every row's requests
+//
 // A header's or variable's value is a string, or a secret read when the file is loaded:
 // {env: NAME} from an environment variable, {file: PATH} from a file (its last line break
 // removed; a relative PATH is the file's directory's), each with an optional prefix.
@@ -51,9 +79,11 @@ package funcfile
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,22 +112,24 @@ type Function struct {
 	// process's defaults.
 	MaxAttempts int
 	Backoff     time.Duration
-	HTTP        *upstream.Config
-	Exec        *process.Config
+	// Checkpoint, if set, replaces the function's own setting (a per-row http
+	// function's is asyncfn.DefaultCheckpoint; others do not report rows).
+	Checkpoint *asyncfn.CheckpointConfig
+	// HTTP is an http function's in batch mode, Rows in row mode.
+	HTTP *upstream.Config
+	Rows *upstream.RowConfig
+	Exec *process.Config
 }
 
-// Kind returns "http" or "exec".
-func (f Function) Kind() string {
-	if f.HTTP != nil {
-		return "http"
-	}
-	return "exec"
-}
-
-// Describe returns what the function runs, without secrets: "http URL" or "exec COMMAND".
+// Describe returns what the function runs, without secrets: "http URL", "http per row:
+// URL" or "exec COMMAND".
 func (f Function) Describe() string {
-	if f.HTTP != nil {
+	switch {
+	case f.HTTP != nil:
 		return "http " + f.HTTP.Describe()
+	case f.Rows != nil:
+		where, _, _ := strings.Cut(f.Rows.URL, "?")
+		return "http per row: " + where
 	}
 	return "exec " + f.Exec.Describe()
 }
@@ -222,8 +254,9 @@ func (p *parser) unknown(k *yaml.Node, what string, known ...string) error {
 }
 
 var (
-	functionKeys = []string{"name", "max-attempts", "backoff", "http", "exec"}
-	httpKeys     = []string{"url", "timeout", "concurrency", "request-attempts", "min-backoff", "max-backoff", "poll-min", "poll-max", "headers"}
+	functionKeys = []string{"name", "max-attempts", "backoff", "checkpoint", "http", "exec"}
+	httpKeys     = []string{"mode", "url", "timeout", "concurrency", "request-attempts", "min-backoff", "max-backoff", "poll-min", "poll-max", "headers"}
+	rowKeys      = []string{"mode", "url", "method", "headers", "body", "secrets", "result", "on-error", "concurrency", "rate", "burst", "request-attempts", "min-backoff", "max-backoff", "request-timeout", "timeout"}
 	execKeys     = []string{"command", "processes", "timeout", "dir", "env", "grace-period", "max-line-bytes"}
 )
 
@@ -240,6 +273,9 @@ func (p *parser) function(n *yaml.Node) (Function, error) {
 			return p.positive(v, key, &fn.MaxAttempts)
 		case "backoff":
 			return p.duration(v, key, &fn.Backoff)
+		case "checkpoint":
+			fn.Checkpoint = &asyncfn.CheckpointConfig{}
+			return p.checkpoint(v, fn.Checkpoint)
 		case "http":
 			httpNode = v
 			return nil
@@ -261,7 +297,15 @@ func (p *parser) function(n *yaml.Node) (Function, error) {
 	case httpNode != nil && execNode != nil:
 		return fn, p.errorf(execNode, "the function %s has both http and exec: keep one", fn.Name)
 	case httpNode != nil:
-		fn.HTTP, err = p.http(fn.Name, httpNode)
+		var mode string
+		if mode, err = p.mode(fn.Name, httpNode); err != nil {
+			return fn, err
+		}
+		if mode == "row" {
+			fn.Rows, err = p.rows(fn.Name, httpNode)
+		} else {
+			fn.HTTP, err = p.http(fn.Name, httpNode)
+		}
 	default:
 		fn.Exec, err = p.exec(fn.Name, execNode)
 	}
@@ -277,6 +321,8 @@ func (p *parser) http(name string, n *yaml.Node) (*upstream.Config, error) {
 		key := k.Value
 		lines[key] = v.Line
 		switch key {
+		case "mode":
+			return nil // read by mode
 		case "url":
 			return p.str(v, key, &cfg.URL)
 		case "timeout":
@@ -296,6 +342,9 @@ func (p *parser) http(name string, n *yaml.Node) (*upstream.Config, error) {
 		case "headers":
 			return p.values(v, key, &cfg.Headers)
 		}
+		if slices.Contains(rowKeys, key) {
+			return p.errorf(k, "%s: %s applies to mode: row only (one request per row)", what, key)
+		}
 		return p.unknown(k, what, httpKeys...)
 	})
 	if err != nil {
@@ -305,6 +354,133 @@ func (p *parser) http(name string, n *yaml.Node) (*upstream.Config, error) {
 		return nil, p.errorf(n, "%s: url is required: the upstream's endpoint, http://host/path", what)
 	}
 	return &cfg, p.invalid(n, what, lines, cfg.Validate())
+}
+
+// mode returns the mode of an http function: batch (the default) or row.
+func (p *parser) mode(name string, n *yaml.Node) (string, error) {
+	if n.Kind != yaml.MappingNode {
+		return "", p.errorf(n, "%s: http must be a mapping of keys to values", name)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "mode" {
+			if v.Kind != yaml.ScalarNode || (v.Value != "batch" && v.Value != "row") {
+				return "", p.errorf(v, "%s: http: mode is batch (each batch sent whole, the default) or row (one request per row)", name)
+			}
+			return v.Value, nil
+		}
+	}
+	return "batch", nil
+}
+
+// rows reads an http function in row mode.
+func (p *parser) rows(name string, n *yaml.Node) (*upstream.RowConfig, error) {
+	cfg := upstream.DefaultRowConfig()
+	cfg.Name = name
+	lines := map[string]int{}
+	what := name + ": http"
+	err := p.mapping(n, what, func(k, v *yaml.Node) error {
+		key := k.Value
+		lines[key] = v.Line
+		switch key {
+		case "mode":
+			return nil // read by mode
+		case "url":
+			return p.str(v, key, &cfg.URL)
+		case "method":
+			return p.str(v, key, &cfg.Method)
+		case "headers":
+			return p.templates(v, key, &cfg.Headers)
+		case "body":
+			return p.str(v, key, &cfg.Body)
+		case "secrets":
+			return p.secrets(v, &cfg.Secrets)
+		case "result":
+			return p.str(v, key, &cfg.Result)
+		case "on-error":
+			return p.str(v, key, &cfg.OnError)
+		case "concurrency":
+			return p.positive(v, key, &cfg.Concurrency)
+		case "rate":
+			return p.rate(v, key, &cfg.Rate)
+		case "burst":
+			return p.positive(v, key, &cfg.Burst)
+		case "request-attempts":
+			return p.positive(v, key, &cfg.RequestAttempts)
+		case "min-backoff":
+			return p.duration(v, key, &cfg.MinBackoff)
+		case "max-backoff":
+			return p.duration(v, key, &cfg.MaxBackoff)
+		case "request-timeout":
+			return p.duration(v, key, &cfg.RequestTimeout)
+		case "timeout":
+			return p.duration(v, key, &cfg.Timeout)
+		}
+		if slices.Contains(httpKeys, key) {
+			return p.errorf(k, "%s: %s applies to mode: batch only", what, key)
+		}
+		return p.unknown(k, what, rowKeys...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.URL == "" {
+		return nil, p.errorf(n, "%s: url is required: a template of each row's request URL", what)
+	}
+	return &cfg, p.invalid(n, what, lines, cfg.Validate())
+}
+
+// templates reads a row-mode function's headers: texts (templates) only, as a secret
+// must name the hosts it may go to (secrets, and {{secret "NAME"}} in the template).
+func (p *parser) templates(v *yaml.Node, key string, out *map[string]string) error {
+	m := map[string]string{}
+	err := p.mapping(v, key, func(k, val *yaml.Node) error {
+		if val.Kind != yaml.ScalarNode || val.ShortTag() == "!!null" {
+			return p.errorf(val, `%s %s: give a text (a template); a secret goes under secrets, with the hosts it may be sent to, and into the text as {{secret "NAME"}}`, key, k.Value)
+		}
+		m[k.Value] = val.Value
+		return nil
+	})
+	*out = m
+	return err
+}
+
+// secrets reads a row-mode function's secrets: each {env: NAME} or {file: PATH}, with an
+// optional prefix, and the hosts it may be sent to.
+func (p *parser) secrets(v *yaml.Node, out *map[string]upstream.Secret) error {
+	m := map[string]upstream.Secret{}
+	err := p.mapping(v, "secrets", func(k, val *yaml.Node) error {
+		var sec upstream.Secret
+		value, err := p.value(val, "secrets "+k.Value, &sec.Hosts)
+		sec.Value = value
+		m[k.Value] = sec
+		return err
+	})
+	*out = m
+	return err
+}
+
+func (p *parser) rate(v *yaml.Node, key string, out *float64) error {
+	if err := p.scalar(v, key, "a number of requests per second"); err != nil {
+		return err
+	}
+	r, err := strconv.ParseFloat(v.Value, 64)
+	if err != nil || !(r > 0) || math.IsInf(r, 0) {
+		return p.errorf(v, "%s: %q is not a positive number of requests per second", key, v.Value)
+	}
+	*out = r
+	return nil
+}
+
+func (p *parser) checkpoint(v *yaml.Node, out *asyncfn.CheckpointConfig) error {
+	return p.mapping(v, "checkpoint", func(k, val *yaml.Node) error {
+		switch k.Value {
+		case "rows":
+			return p.positive(val, "checkpoint rows", &out.Rows)
+		case "interval":
+			return p.duration(val, "checkpoint interval", &out.Interval)
+		}
+		return p.unknown(k, "checkpoint", "rows", "interval")
+	})
 }
 
 func (p *parser) exec(name string, n *yaml.Node) (*process.Config, error) {
@@ -448,12 +624,16 @@ func (p *parser) duration(v *yaml.Node, key string, out *time.Duration) error {
 }
 
 func (p *parser) command(v *yaml.Node, out *[]string) error {
-	const want = `command must be a list: the program and its arguments, as ["python3", "score.py"] (no shell runs it)`
+	return p.list(v, "command", `the program and its arguments, as ["python3", "score.py"] (no shell runs it)`, out)
+}
+
+// list reads a non-empty list of texts; want says what it holds.
+func (p *parser) list(v *yaml.Node, key, want string, out *[]string) error {
 	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
-		return p.errorf(v, want)
+		return p.errorf(v, "%s must be a list: %s", key, want)
 	}
 	for _, w := range v.Content {
-		if err := p.scalar(w, "each word of command", "a text"); err != nil {
+		if err := p.scalar(w, "each of "+key, "a text"); err != nil {
 			return err
 		}
 		*out = append(*out, w.Value)
@@ -465,7 +645,7 @@ func (p *parser) command(v *yaml.Node, out *[]string) error {
 func (p *parser) values(v *yaml.Node, key string, out *map[string]string) error {
 	m := map[string]string{}
 	err := p.mapping(v, key, func(k, val *yaml.Node) error {
-		s, err := p.value(val, key+" "+k.Value)
+		s, err := p.value(val, key+" "+k.Value, nil)
 		m[k.Value] = s
 		return err
 	})
@@ -473,10 +653,11 @@ func (p *parser) values(v *yaml.Node, key string, out *map[string]string) error 
 	return err
 }
 
-// value reads a text, or a secret: {env: NAME} or {file: PATH}, with an optional prefix.
+// value reads a text, or a secret: {env: NAME} or {file: PATH}, with an optional prefix,
+// and, if hosts is not nil, the hosts it may be sent to, which must then be given.
 // Messages never quote a secret's value.
-func (p *parser) value(v *yaml.Node, what string) (string, error) {
-	if v.Kind == yaml.ScalarNode && v.ShortTag() != "!!null" {
+func (p *parser) value(v *yaml.Node, what string, hosts *[]string) (string, error) {
+	if v.Kind == yaml.ScalarNode && v.ShortTag() != "!!null" && hosts == nil {
 		return v.Value, nil
 	}
 	const want = "give a text, or a secret as {env: NAME} or {file: PATH}, with an optional prefix"
@@ -484,20 +665,28 @@ func (p *parser) value(v *yaml.Node, what string) (string, error) {
 		return "", p.errorf(v, "%s: %s", what, want)
 	}
 	var env, file, prefix string
+	keys := []string{"env", "file", "prefix"}
+	if hosts != nil {
+		keys = append(keys, "hosts")
+	}
 	err := p.mapping(v, what, func(k, n *yaml.Node) error {
-		switch k.Value {
-		case "env":
+		switch {
+		case k.Value == "env":
 			return p.str(n, what+" env", &env)
-		case "file":
+		case k.Value == "file":
 			return p.str(n, what+" file", &file)
-		case "prefix":
+		case k.Value == "prefix":
 			return p.str(n, what+" prefix", &prefix)
+		case k.Value == "hosts" && hosts != nil:
+			return p.list(n, what+" hosts", "the hosts the secret may be sent to, as [api.openai.com]", hosts)
 		}
-		return p.unknown(k, what, "env", "file", "prefix")
+		return p.unknown(k, what, keys...)
 	})
 	switch {
 	case err != nil:
 		return "", err
+	case hosts != nil && len(*hosts) == 0:
+		return "", p.errorf(v, "%s: hosts is required: the hosts the secret may be sent to, as [api.openai.com]", what)
 	case (env == "") == (file == ""):
 		return "", p.errorf(v, "%s: %s (one of env and file)", what, want)
 	case env != "":

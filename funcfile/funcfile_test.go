@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/funcfile"
 	"github.com/asyncfn/asyncfn/process"
 	"github.com/asyncfn/asyncfn/upstream"
@@ -104,6 +105,55 @@ functions:
 	}
 }
 
+// TestLoadRowMode: an http function in row mode, its secrets pinned to hosts and its
+// checkpoints.
+func TestLoadRowMode(t *testing.T) {
+	t.Parallel()
+	path := write(t, `
+functions:
+  - name: chat
+    checkpoint: {rows: 10, interval: 2s}
+    http:
+      mode: row
+      url: https://api.openai.com/v1/chat/completions
+      headers:
+        Authorization: 'Bearer {{secret "openai"}}'
+      body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
+      secrets:
+        openai: {env: CLASSIFY_TOKEN, hosts: [api.openai.com]}
+      result: choices.0.message.content
+      on-error: "null"
+      concurrency: 4
+      rate: 2.5
+      burst: 5
+      request-attempts: 4
+      request-timeout: 30s
+      timeout: 1h
+`)
+	f, err := funcfile.Load(path, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := upstream.DefaultRowConfig()
+	want.Name, want.URL = "chat", "https://api.openai.com/v1/chat/completions"
+	want.Headers = map[string]string{"Authorization": `Bearer {{secret "openai"}}`}
+	want.Body = `{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}`
+	want.Secrets = map[string]upstream.Secret{"openai": {Value: secret, Hosts: []string{"api.openai.com"}}}
+	want.Result, want.OnError = "choices.0.message.content", "null"
+	want.Concurrency, want.Rate, want.Burst, want.RequestAttempts = 4, 2.5, 5, 4
+	want.RequestTimeout, want.Timeout = 30*time.Second, time.Hour
+	fn := f.Functions[0]
+	if !reflect.DeepEqual(fn.Rows, &want) || fn.HTTP != nil {
+		t.Errorf("row config\n%+v\nwant\n%+v", fn.Rows, &want)
+	}
+	if fn.Checkpoint == nil || *fn.Checkpoint != (asyncfn.CheckpointConfig{Rows: 10, Interval: 2 * time.Second}) {
+		t.Errorf("checkpoint %+v, want 10 rows or 2s", fn.Checkpoint)
+	}
+	if got := fn.Describe(); got != "http per row: https://api.openai.com/v1/chat/completions" {
+		t.Errorf("Describe = %q", got)
+	}
+}
+
 // TestErrors: each mistake is an error that names the file and the line at fault, and
 // says what to write instead; none quotes a secret.
 func TestErrors(t *testing.T) {
@@ -123,7 +173,7 @@ func TestErrors(t *testing.T) {
 		{"no kind", "functions:\n  - name: a\n", 2, "neither http nor exec"},
 		{"both kinds", "functions:\n  - name: a\n    http: {url: http://h/}\n    exec: {command: [sh]}\n", 4, "both http and exec"},
 		{"unknown function key", "functions:\n  - name: a\n    retries: 3\n    http: {url: http://h/}\n", 3, "unknown key retries (the keys are name, max-attempts"},
-		{"unknown http key", "functions:\n  - name: a\n    http:\n      url: http://h/\n      timout: 1m\n", 5, "a: http: unknown key timout (the keys are url, timeout,"},
+		{"unknown http key", "functions:\n  - name: a\n    http:\n      url: http://h/\n      timout: 1m\n", 5, "a: http: unknown key timout (the keys are mode, url, timeout,"},
 		{"bad duration", "functions:\n  - name: a\n    http:\n      url: http://h/\n      timeout: 15 minutes\n", 5, `timeout: "15 minutes" is not a positive duration`},
 		{"negative duration", "functions:\n  - name: a\n    http:\n      url: http://h/\n      poll-min: -1s\n", 5, "poll-min"},
 		{"wrong type", "functions:\n  - name: a\n    http:\n      url: http://h/\n      concurrency: many\n", 5, `concurrency: "many" is not a positive whole number`},
@@ -142,6 +192,15 @@ func TestErrors(t *testing.T) {
 		{"secret file missing", "functions:\n  - name: a\n    exec:\n      command: [sh]\n      env:\n        KEY: {file: missing.txt}\n", 6, "env KEY: open"},
 		{"secret both sources", "functions:\n  - name: a\n    exec:\n      command: [sh]\n      env:\n        KEY: {env: CLASSIFY_TOKEN, file: k}\n", 6, "one of env and file"},
 		{"secret unknown key", "functions:\n  - name: a\n    exec:\n      command: [sh]\n      env:\n        KEY: {var: X}\n", 6, "unknown key var (the keys are env, file, prefix)"},
+		{"bad mode", "functions:\n  - name: a\n    http: {mode: rows, url: http://h/}\n", 3, "mode is batch"},
+		{"row key in batch mode", "functions:\n  - name: a\n    http:\n      url: http://h/\n      result: x\n", 5, "result applies to mode: row only"},
+		{"batch key in row mode", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      poll-min: 1s\n", 6, "poll-min applies to mode: batch only"},
+		{"secret without hosts", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      secrets:\n        k: {env: CLASSIFY_TOKEN}\n", 7, "secrets k: hosts is required"},
+		{"secret header in row mode", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      headers:\n        Authorization: {env: CLASSIFY_TOKEN}\n", 7, "a secret goes under secrets, with the hosts"},
+		{"bad template", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      body: '{{arg 0'\n", 6, "body"},
+		{"unknown secret", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      body: '{{secret \"nope\"}}'\n", 6, "nope"},
+		{"bad rate", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      rate: fast\n", 6, `rate: "fast" is not a positive number`},
+		{"bad checkpoint", "functions:\n  - name: a\n    checkpoint: {rows: 0}\n    http: {mode: row, url: http://h/}\n", 3, "checkpoint rows"},
 		{"bad header value", "functions:\n  - name: a\n    http:\n      url: http://h/\n      headers:\n        Authorization: {env: CLASSIFY_TOKEN, prefix: \"Bearer\\n\"}\n", 6, "headers Authorization: the value has a line break"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

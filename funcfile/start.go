@@ -32,19 +32,29 @@ func (f *File) Start(ctx context.Context, logger *slog.Logger) (*Served, error) 
 			af  asyncfn.Function
 			col prometheus.Collector
 		)
-		if fn.HTTP != nil {
+		switch {
+		case fn.HTTP != nil:
 			u, err := upstream.New(*fn.HTTP, logger)
 			if err != nil {
 				return nil, errors.Join(err, s.Close(ctx))
 			}
 			af, col = u.Function(), u
-		} else {
+		case fn.Rows != nil:
+			u, err := upstream.NewRows(*fn.Rows, logger)
+			if err != nil {
+				return nil, errors.Join(err, s.Close(ctx))
+			}
+			af, col = u.Function(), u
+		default:
 			pool, err := process.New(ctx, *fn.Exec, logger)
 			if err != nil {
 				return nil, errors.Join(fmt.Errorf("%s:%d: the function %s: %w", f.Path, fn.Line, fn.Name, err), s.Close(ctx))
 			}
 			s.pools = append(s.pools, pool)
 			af, col = pool.Function(), pool
+		}
+		if fn.Checkpoint != nil {
+			af.Checkpoint = *fn.Checkpoint
 		}
 		af.MaxAttempts, af.Backoff = fn.MaxAttempts, fn.Backoff
 		s.Functions = append(s.Functions, af)

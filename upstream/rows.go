@@ -91,11 +91,16 @@ func NewRows(cfg RowConfig, logger *slog.Logger) (*RowFunction, error) {
 
 // Function returns the function to register: at /Name, with the attempt's timeout a
 // second beyond RowConfig.Timeout, so that the function's own deadline, whose message
-// counts the rows answered, ends it first. Its batches are not capped: their requests
-// share RowConfig.Concurrency. (Each row's value is reported with asyncfn.RowDone as it
-// comes, and Call works on any subset of a batch's rows, for checkpoints.)
+// counts the rows answered, ends it first, and checkpoints (asyncfn.DefaultCheckpoint):
+// each row's value is reported with asyncfn.RowDone as it comes, and Call works on any
+// subset of a batch's rows, so an attempt after a crash calls the upstream only for the
+// rows not saved. Its batches are not capped: their requests share
+// RowConfig.Concurrency.
 func (f *RowFunction) Function() asyncfn.Function {
-	return asyncfn.Function{Name: f.cfg.Name, Func: f, Timeout: f.cfg.Timeout + time.Second}
+	// The URL template up to its query, which may hold a key written in the file.
+	where, _, _ := strings.Cut(f.cfg.URL, "?")
+	return asyncfn.Function{Name: f.cfg.Name, Func: f, Description: "per row: " + where,
+		Timeout: f.cfg.Timeout + time.Second, Checkpoint: asyncfn.DefaultCheckpoint}
 }
 
 // Describe implements prometheus.Collector.
