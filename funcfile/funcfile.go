@@ -45,26 +45,26 @@
 // answered are saved as the batch runs (checkpoint), so that an attempt after a crash
 // calls the API only for the others:
 //
-//	  - name: chat
-//	    checkpoint: {rows: 100, interval: 5s}   # the default of row mode
-//	    http:
-//	      mode: row               # batch (the default) or row
-//	      url: https://api.openai.com/v1/chat/completions
-//	      method: POST
-//	      headers:
-//	        Authorization: 'Bearer {{secret "openai"}}'
-//	      body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
-//	      secrets:
-//	        openai: {env: OPENAI_API_KEY, hosts: [api.openai.com]}
-//	      result: choices.0.message.content   # the part of the answer that is the row's value
-//	      on-error: fail          # a row that fails: fail (the batch), null, or error (an object)
-//	      concurrency: 8          # requests in flight, shared by the function's batches
-//	      rate: 10                # requests per second (default: no limit), burst: 10
-//	      request-attempts: 3     # sends of a request failing transiently (429, 5xx, timeout)
-//	      min-backoff: 100ms
-//	      max-backoff: 10s
-//	      request-timeout: 60s
-//	      timeout: 30m            # one attempt of a batch, every row's requests
+//   - name: chat
+//     checkpoint: {rows: 100, interval: 5s}   # the default of row mode
+//     http:
+//     mode: row               # batch (the default) or row
+//     url: https://api.openai.com/v1/chat/completions
+//     method: POST
+//     headers:
+//     Authorization: 'Bearer {{secret "openai"}}'
+//     body: '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": {{json (arg 0)}}}]}'
+//     secrets:
+//     openai: {env: OPENAI_API_KEY, hosts: [api.openai.com]}
+//     result: choices.0.message.content   # the part of the answer that is the row's value
+//     on-error: fail          # a row that fails: fail (the batch), null, or error (an object)
+//     concurrency: 8          # requests in flight, shared by the function's batches
+//     rate: 10                # requests per second (default: no limit), burst: 10
+//     request-attempts: 3     # sends of a request failing transiently (429, 5xx, timeout)
+//     min-backoff: 100ms
+//     max-backoff: 10s
+//     request-timeout: 60s
+//     timeout: 30m            # one attempt of a batch, every row's requests
 //
 // A header's or variable's value is a string, or a secret read when the file is loaded:
 // {env: NAME} from an environment variable, {file: PATH} from a file (its last line break
