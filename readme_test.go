@@ -79,11 +79,16 @@ var (
 		{regexp.MustCompile(`^go test\b|^bash \.ci/`), "runs the test suite, of which this test is part"},
 		{regexp.MustCompile(`^make -C deploy/aws (deploy|sql)\b`), "deploys to an AWS account"},
 	}
-	runRules = regexp.MustCompile(`^(go install \./cmd/asyncfn|go run \./cmd/asyncfn |asyncfn |curl |make -C deploy/aws\s*$)`)
-	// serverRule: commands that serve until stopped; each must print its first line, and
-	// runs until a later block starts another server, or the test ends.
-	serverRule = regexp.MustCompile(`^(go run \./cmd/asyncfn|asyncfn) (serve|worker)\b`)
+	runRules = regexp.MustCompile(`^(go install \./cmd/asyncfn|go run \./cmd/asyncfn |go run \./examples/upstreams|(\w+=\S+ )*asyncfn |curl |make -C deploy/aws\s*$)`)
+	// serverRule: commands that serve until stopped (but --check, which exits); each must
+	// print its first line, and runs until a later block starts another server, or the
+	// test ends.
+	serverRule = regexp.MustCompile(`^(go run \./examples/upstreams|(\w+=\S+ )*(go run \./cmd/asyncfn|asyncfn) (serve|worker)\b)`)
 )
+
+func isServer(command string) bool {
+	return serverRule.MatchString(command) && !strings.Contains(command, " --check")
+}
 
 // TestReadmeCommands runs the README's shell and console commands, in order, in a copy of
 // the checkout (as a fresh clone: committed with git, so that what the commands leave
@@ -168,7 +173,7 @@ func TestReadmeCommands(t *testing.T) {
 			continue
 		}
 		for _, c := range b.commands {
-			if serverRule.MatchString(c) {
+			if isServer(c) {
 				stopServers() // one server at a time, as a reader would run them
 				break
 			}
@@ -187,7 +192,7 @@ func TestReadmeCommands(t *testing.T) {
 			}
 			ran++
 			var stderr strings.Builder
-			if serverRule.MatchString(c) {
+			if isServer(c) {
 				cmd := exec.Command("bash", "-c", strings.TrimSuffix(c, "&"))
 				cmd.Dir, cmd.Env, cmd.Stderr = root, env, &stderr
 				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
