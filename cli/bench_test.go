@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -122,13 +124,20 @@ func BenchmarkAsyncVsSync(b *testing.B) {
 }
 
 func benchAsyncVsSync(b *testing.B, s *server) {
-	const rows, concurrency, batches = 4096, 16, 64
 	baseline, err := caller.StartBaseline()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer baseline.Close()
-	load := func(url string) caller.BenchResult {
+	compare(b, "baseline", baseline.URL, "service", s.URL+"/echo")
+}
+
+// compare runs a Snowflake-like load (4,096-row batches, 16 at once) against two URLs in
+// turns, so that both see the same state of the machine, and reports the rows per second
+// of each and the ratio of the second's to the first's.
+func compare(b *testing.B, name1, url1, name2, url2 string) {
+	const rows, concurrency, batches = 4096, 16, 64
+	load := func(url string) float64 {
 		res, err := caller.Bench(context.Background(), caller.BenchConfig{
 			Config:  caller.Config{URL: url, MaxBatchRows: rows, Concurrency: concurrency},
 			Batches: batches,
@@ -139,16 +148,37 @@ func benchAsyncVsSync(b *testing.B, s *server) {
 		if res.Errors > 0 {
 			b.Fatalf("%d of %d batches failed against %s: %v", res.Errors, res.Batches, url, res.FirstErrors)
 		}
-		return res
+		return res.RowsPerSecond
 	}
-	var service, sync float64
+	var first, second float64
 	b.ResetTimer()
 	for range b.N {
-		// Alternate, so that both see the same state of the machine.
-		sync += load(baseline.URL).RowsPerSecond
-		service += load(s.URL + "/echo").RowsPerSecond
+		first += load(url1)
+		second += load(url2)
 	}
-	b.ReportMetric(service/float64(b.N), "service-rows/s")
-	b.ReportMetric(sync/float64(b.N), "baseline-rows/s")
-	b.ReportMetric(service/sync, "ratio")
+	b.ReportMetric(second/float64(b.N), name2+"-rows/s")
+	b.ReportMetric(first/float64(b.N), name1+"-rows/s")
+	b.ReportMetric(second/first, "ratio")
+}
+
+// BenchmarkFunctionsFile measures the functions file's kinds under the load of
+// BenchmarkAsyncVsSync. http: a local fast upstream (the synchronous echo of
+// caller.StartBaseline) called through asyncfn, over the same upstream called directly
+// (goal >= 0.9). exec: a Python echo script in a pool of 2, over the built-in echo (its
+// cost, reported).
+func BenchmarkFunctionsFile(b *testing.B) {
+	baseline, err := caller.StartBaseline()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer baseline.Close()
+	const script = "import json, sys\nfor line in sys.stdin:\n    print(json.dumps({'data': [[r[0], r[1]] for r in json.loads(line)['data']]}), flush=True)\n"
+	file := filepath.Join(b.TempDir(), "functions.yaml")
+	text := fmt.Sprintf("functions:\n  - name: upstream\n    http: {url: %q}\n  - name: script\n    exec: {command: [python3, -c, %q], processes: 2}\n", baseline.URL, script)
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	s := benchServer(b, "--config", file)
+	b.Run("kind=http", func(b *testing.B) { compare(b, "direct", baseline.URL, "through", s.URL+"/upstream") })
+	b.Run("kind=exec", func(b *testing.B) { compare(b, "builtin", s.URL+"/echo", "exec", s.URL+"/script") })
 }
