@@ -3,10 +3,12 @@ package cli_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -183,4 +185,80 @@ func TestRowModeLeaseLostPostgres(t *testing.T) {
 		t.Errorf("the API got %d calls for %d rows, want at most %d", api.count(), rowModeRows, limit)
 	}
 	t.Logf("%d calls for %d rows", api.count(), rowModeRows)
+}
+
+// TestRowModeEndToEnd: a per-row function of the functions file, through serve: its body
+// template carries arguments with quotes, unicode and NULL as JSON, its header the
+// function's custom header; the result path picks each row's value; a failed row becomes
+// an error object (on-error: error); and a secret pinned to another host never reaches
+// this one.
+func TestRowModeEndToEnd(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var bodies []string
+	var leaked bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct{ Text any }
+		raw, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(raw))
+		leaked = leaked || strings.Contains(r.Header.Get("Authorization"), upstreamToken)
+		mu.Unlock()
+		if err := json.Unmarshal(raw, &in); err != nil {
+			http.Error(w, "not JSON", http.StatusBadRequest)
+			return
+		}
+		if in.Text == "missing" {
+			http.Error(w, "no such thing", http.StatusNotFound)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"result": map[string]any{"echo": in.Text, "lang": r.Header.Get("X-Lang")}})
+	}))
+	t.Cleanup(api.Close)
+	file := writeFile(t, fmt.Sprintf(`functions:
+  - name: lookup
+    http:
+      mode: row
+      url: %[1]s/lookup
+      headers:
+        X-Lang: '{{header "language"}}'
+      body: '{"text": {{json (arg 0)}}}'
+      result: result
+      on-error: error
+  - name: pinned
+    http:
+      mode: row
+      url: %[1]s/lookup
+      headers:
+        Authorization: 'Bearer {{secret "token"}}'
+      body: '{"text": {{json (arg 0)}}}'
+      secrets:
+        token: {env: API_TOKEN, hosts: [api.example.com]}
+`, api.URL))
+	s := startServer(t, serverConfig{args: []string{"--config", file}, env: map[string]string{"API_TOKEN": upstreamToken}})
+
+	s.post("lookup", "b", rows(`say "hi"`, "ünïcode ✓", nil, "missing"), "sf-custom-language", "fr")
+	r := s.await("lookup", "b", http.StatusOK)
+	want := `{"data":[[0,{"echo":"say \"hi\"","lang":"fr"}],[1,{"echo":"ünïcode ✓","lang":"fr"}],[2,{"echo":null,"lang":"fr"}],` +
+		`[3,{"error":"the upstream ` + api.URL + `/lookup answered 404 Not Found: no such thing","status":404}]]}`
+	checkOK(t, r, want)
+	mu.Lock()
+	n := len(bodies)
+	mu.Unlock()
+
+	s.post("pinned", "p", rows("x"))
+	// 400: the row's request is refused (its URL may come from the row).
+	r = s.await("pinned", "p", http.StatusBadRequest)
+	checkOneSentence(t, r)
+	if !strings.Contains(r.Body, "secret token may not be sent") || strings.Contains(r.Body, upstreamToken) {
+		t.Errorf("answer %v, want the refusal naming the secret, not its value", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != n || leaked {
+		t.Errorf("the unpinned host got %d requests (the secret leaked: %v), want none", len(bodies)-n, leaked)
+	}
+	if strings.Contains(s.Stderr.String(), upstreamToken) {
+		t.Error("the log shows the secret")
+	}
 }
