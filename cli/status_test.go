@@ -104,7 +104,7 @@ func TestStatusPage(t *testing.T) {
 		{"the throughput chart is drawn", `<svg id="chart-rows"[^>]*>.*<polyline class="s1" points="[0-9.,\s]+"`},
 		{"the latency chart is drawn", `<svg id="chart-latency"[^>]*>.*<polyline class="s2"`},
 		{"the echo row: 1 accepted, 0 duplicates, 0 rejected, 0 running, 1 succeeded, 0 failed, 0 retried, 3 rows",
-			`<tr id="fn-echo"><td>/echo</td><td class="n">1</td><td class="n">0</td><td class="n">0</td><td class="n">0</td><td class="n">1</td><td class="n">0</td><td class="n">0</td><td class="n">3</td>`},
+			`<tr id="fn-echo"><td>/echo</td><td class="id"></td><td class="n">1</td><td class="n">0</td><td class="n">0</td><td class="n">0</td><td class="n">1</td><td class="n">0</td><td class="n">0</td><td class="n">3</td>`},
 		{"the batch among the recent batches, with its rows and outcome",
 			`<tbody id="recent">.*<td>/echo</td><td class="id">` + regexp.QuoteMeta(batchID) + `</td><td class="n">3</td><td class="n">1</td><td class="succeeded">succeeded</td>`},
 		{"the failure with its message, escaped",
