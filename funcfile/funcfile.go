@@ -660,7 +660,10 @@ func (p *parser) value(v *yaml.Node, what string, hosts *[]string) (string, erro
 	if v.Kind == yaml.ScalarNode && v.ShortTag() != "!!null" && hosts == nil {
 		return v.Value, nil
 	}
-	const want = "give a text, or a secret as {env: NAME} or {file: PATH}, with an optional prefix"
+	want := "give a text, or a secret as {env: NAME} or {file: PATH}, with an optional prefix"
+	if hosts != nil {
+		want = "give the secret as {env: NAME, hosts: [HOST]} or {file: PATH, hosts: [HOST]}, with an optional prefix"
+	}
 	if v.Kind != yaml.MappingNode {
 		return "", p.errorf(v, "%s: %s", what, want)
 	}

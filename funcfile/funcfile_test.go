@@ -196,6 +196,7 @@ func TestErrors(t *testing.T) {
 		{"row key in batch mode", "functions:\n  - name: a\n    http:\n      url: http://h/\n      result: x\n", 5, "result applies to mode: row only"},
 		{"batch key in row mode", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      poll-min: 1s\n", 6, "poll-min applies to mode: batch only"},
 		{"secret without hosts", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      secrets:\n        k: {env: CLASSIFY_TOKEN}\n", 7, "secrets k: hosts is required"},
+		{"secret as text", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      secrets:\n        k: plain\n", 7, "give the secret as {env: NAME, hosts: [HOST]}"},
 		{"secret header in row mode", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      headers:\n        Authorization: {env: CLASSIFY_TOKEN}\n", 7, "a secret goes under secrets, with the hosts"},
 		{"bad template", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      body: '{{arg 0'\n", 6, "body"},
 		{"unknown secret", "functions:\n  - name: a\n    http:\n      mode: row\n      url: http://h/\n      body: '{{secret \"nope\"}}'\n", 6, "nope"},
