@@ -165,7 +165,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 		return err
 	}
 	p.running.Add(1)
-	p.run(ctx, b, nil)
+	p.run(ctx, b, nil, func() {})
 	return nil
 }
 
@@ -266,10 +266,7 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 	}
 	for _, b := range batches {
 		p.running.Add(1)
-		go func() {
-			defer p.release(b.Key.Function)
-			p.run(p.runCtx, b, nil)
-		}()
+		go p.run(p.runCtx, b, nil, func() { p.release(b.Key.Function) })
 	}
 	return len(batches), len(batches) == held, nil
 }
@@ -380,10 +377,7 @@ func (r *reservation) Lease(b *Batch) {
 
 // Run runs the created batch on the reserved slot in the background, from its rows.
 func (r *reservation) Run(b *Batch, rows []Row) {
-	go func() {
-		defer r.pool.release(r.function)
-		r.pool.run(r.pool.runCtx, b, rows)
-	}()
+	go r.pool.run(r.pool.runCtx, b, rows, func() { r.pool.release(r.function) })
 }
 
 // Cancel gives the slot back: the batch was not created.
@@ -393,9 +387,17 @@ func (r *reservation) Cancel() {
 }
 
 // run runs one claimed batch to the end of its attempt and records the outcome. ctx is
-// cancelled when the pool gives up waiting at shutdown.
-func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
+// cancelled when the pool gives up waiting at shutdown. It calls free, which gives back
+// the batch's worker slot, once the function has returned: the slot may take the next
+// batch while the outcome is written, a wait for the store's commit.
+func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, free func()) {
 	defer p.running.Done()
+	freed := false
+	defer func() {
+		if !freed { // a panic before the function returned
+			free()
+		}
+	}()
 	log := p.logger.With(LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, LogQueryID, b.QueryID, "attempt", b.Attempts)
 	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -406,6 +408,8 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 	began := time.Now()
 	result, fail := p.call(runCtx, fn, b, rows)
 	stopHeartbeat()
+	freed = true
+	free()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
 	now := p.now()
