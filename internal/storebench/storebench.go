@@ -100,7 +100,7 @@ func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string,
 	}
 	if poll {
 		if b, err := s.Get(ctx, key, now, false); err != nil || b.State != asyncfn.Succeeded {
-			return fmt.Errorf("Get = %+v, %v", b, err)
+			return fmt.Errorf("get after finish = %+v, %v", b, err)
 		}
 	}
 	return s.MarkDelivered(ctx, key, now, now.Add(10*time.Minute))
