@@ -114,12 +114,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		Rollback: func(context.Context, *pgx.Batch) {}, // nothing was sent
 		Clean:    group.Outcome,
 		Max:      groupMax,
+		Lanes:    groupLanes,
 	}
 	return s, nil
 }
 
-// groupMax caps the state changes committed together.
-const groupMax = 64
+// groupMax caps the state changes committed together; groupLanes is how many groups may
+// be on their way to the server at once: the server runs one group's statements while
+// the last one's commit reaches the disk.
+const groupMax, groupLanes = 64, 2
 
 // Migrate creates the schema named by dsn and opts if it is missing and applies the
 // migrations it lacks, as Open does, for a deployment step that runs before the service

@@ -3,10 +3,10 @@
 // next one, so that a store pays one commit (a write-ahead log write, an fsync, a round
 // trip, a lock) for many batches' state changes rather than one each.
 //
-// There is no background goroutine: the first caller to find no transaction running leads
-// one, for its own operation and whatever else is queued; when it is done it hands the
-// lead to the oldest caller still waiting, and returns. A lone caller therefore runs at
-// once, as it would without grouping, and a group grows with the load.
+// There is no background goroutine: a caller that finds fewer transactions running than
+// Committer.Lanes leads one, for its own operation and whatever else is queued; when it
+// is done it hands the lead to the oldest caller still waiting, and returns. A lone caller
+// therefore runs at once, as it would without grouping, and a group grows with the load.
 package group
 
 import (
@@ -34,17 +34,23 @@ type Committer[T any] struct {
 	Clean func(error) bool
 	// Max caps the operations of one transaction.
 	Max int
+	// Lanes is how many transactions may run at once (at least 1): one for a store with
+	// one writer; more where a transaction waits on a server, which can run the next
+	// group's statements while the last one's commit reaches the disk.
+	Lanes int
 
 	mu      sync.Mutex
 	queue   []*op[T]
-	leading bool // a caller runs a transaction; queue is empty otherwise
+	leaders int // callers running a transaction; the queue is empty unless it is Lanes
 }
 
 type op[T any] struct {
-	ctx  context.Context
-	fn   func(tx T) error
-	err  error
-	lead chan bool // receives true when this caller is to lead, false when its op is done
+	ctx context.Context
+	fn  func(tx T) error
+	err error
+	// lead receives the group this caller is to lead (it comes first), or nil once its
+	// operation is done.
+	lead chan []*op[T]
 }
 
 // Do runs fn in a transaction, perhaps shared with other callers' operations, and returns
@@ -53,33 +59,38 @@ type op[T any] struct {
 // store had before it, and fn must set its results anew on every run. fn's statements take
 // the caller's ctx: if it is cancelled meanwhile, the group fails and the others run alone.
 func (c *Committer[T]) Do(ctx context.Context, fn func(tx T) error) error {
-	o := &op[T]{ctx: ctx, fn: fn, lead: make(chan bool, 1)}
+	o := &op[T]{ctx: ctx, fn: fn, lead: make(chan []*op[T], 1)}
+	var group []*op[T]
 	c.mu.Lock()
-	c.queue = append(c.queue, o)
-	leader := !c.leading
-	c.leading = true
-	c.mu.Unlock()
-	if !leader && !<-o.lead {
-		return o.err
+	if c.leaders < max(c.Lanes, 1) {
+		c.leaders++ // a lane is free, so nothing waits: o runs at once
+		group = []*op[T]{o}
+	} else {
+		c.queue = append(c.queue, o)
 	}
-	c.mu.Lock()
-	n := min(len(c.queue), max(c.Max, 1)) // o is first: the lead goes to the oldest waiting
-	group := c.queue[:n:n]
-	c.queue = c.queue[n:]
 	c.mu.Unlock()
+	if group == nil {
+		if group = <-o.lead; group == nil {
+			return o.err
+		}
+	}
 
 	c.run(group)
 
+	// The lane goes to the oldest waiting, with the group it is to lead.
 	c.mu.Lock()
 	if len(c.queue) > 0 {
-		c.queue[0].lead <- true
+		n := min(len(c.queue), max(c.Max, 1))
+		next := c.queue[:n:n]
+		c.queue = c.queue[n:]
+		next[0].lead <- next
 	} else {
-		c.leading = false
+		c.leaders--
 		c.queue = nil // let the array go
 	}
 	c.mu.Unlock()
 	for _, g := range group[1:] {
-		g.lead <- false
+		g.lead <- nil
 	}
 	return o.err
 }

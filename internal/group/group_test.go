@@ -3,6 +3,7 @@ package group
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -18,7 +19,7 @@ type fakeStore struct {
 	commits   int
 }
 
-func (s *fakeStore) committer() *Committer[*fakeTx] {
+func (s *fakeStore) committer(lanes int) *Committer[*fakeTx] {
 	return &Committer[*fakeTx]{
 		Begin: func(context.Context) (*fakeTx, error) { return &fakeTx{}, nil },
 		Commit: func(_ context.Context, tx *fakeTx) error {
@@ -31,6 +32,7 @@ func (s *fakeStore) committer() *Committer[*fakeTx] {
 		Rollback: func(context.Context, *fakeTx) {},
 		Clean:    Outcome,
 		Max:      8,
+		Lanes:    lanes,
 	}
 }
 
@@ -38,8 +40,14 @@ func (s *fakeStore) committer() *Committer[*fakeTx] {
 // (a clean error) keeps the group, an operation that fails or panics makes the others run
 // again alone, and only the failed one gets an error.
 func TestDo(t *testing.T) {
+	for _, lanes := range []int{1, 3} {
+		t.Run(fmt.Sprint("lanes=", lanes), func(t *testing.T) { testDo(t, lanes) })
+	}
+}
+
+func testDo(t *testing.T, lanes int) {
 	s := &fakeStore{}
-	c := s.committer()
+	c := s.committer(lanes)
 	const n = 200
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -93,7 +101,7 @@ func TestDo(t *testing.T) {
 // TestDoCancelled: an operation whose caller gave up before it ran is not applied.
 func TestDoCancelled(t *testing.T) {
 	s := &fakeStore{}
-	c := s.committer()
+	c := s.committer(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := c.Do(ctx, func(tx *fakeTx) error {
