@@ -230,12 +230,11 @@ func (p *Pool) claimOnce(ctx context.Context) (more bool, err error) {
 		}
 	}
 	if len(unlimited) > 0 {
-		n, full, err := p.claimAndStart(ctx, unlimited, free-started)
+		_, full, err := p.claimAndStart(ctx, unlimited, free-started)
 		more = more || full
 		if err != nil {
 			return more, err
 		}
-		started += n
 	}
 	return more, nil
 }
