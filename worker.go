@@ -165,7 +165,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 		return err
 	}
 	p.running.Add(1)
-	p.run(ctx, b, nil)
+	p.run(ctx, b, nil, func() {})
 	return nil
 }
 
@@ -176,7 +176,7 @@ func (p *Pool) claimLoop(ctx context.Context) {
 	defer ticker.Stop()
 	var backoff time.Duration
 	for {
-		claimed, err := p.claimOnce(ctx)
+		more, err := p.claimOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -192,8 +192,8 @@ func (p *Pool) claimLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 0
-		if claimed > 0 {
-			continue // there may be more
+		if more {
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -205,13 +205,15 @@ func (p *Pool) claimLoop(ctx context.Context) {
 	}
 }
 
-// claimOnce claims as many batches as there are free slots and starts them. Functions
-// with a concurrency of their own are claimed separately so that none gets more batches
-// than it may run.
-func (p *Pool) claimOnce(ctx context.Context) (int, error) {
+// claimOnce claims as many batches as there are free slots and starts them, and reports
+// whether there may be more to claim: a claim came back with all it asked for. A claim
+// that found fewer took all there was, and the loop waits for news (a batch queued, a
+// slot freed) rather than pay a transaction to find nothing. Functions with a concurrency
+// of their own are claimed separately so that none gets more batches than it may run.
+func (p *Pool) claimOnce(ctx context.Context) (more bool, err error) {
 	free := cap(p.slots) - len(p.slots)
 	if free == 0 {
-		return 0, nil
+		return false, nil
 	}
 	var unlimited []string
 	started := 0
@@ -221,23 +223,25 @@ func (p *Pool) claimOnce(ctx context.Context) (int, error) {
 			unlimited = append(unlimited, name)
 			continue
 		}
-		n, err := p.claimAndStart(ctx, []string{name}, min(free-started, cap(sem)-len(sem)))
-		started += n
+		n, full, err := p.claimAndStart(ctx, []string{name}, min(free-started, cap(sem)-len(sem)))
+		started, more = started+n, more || full
 		if err != nil {
-			return started, err
+			return more, err
 		}
 	}
 	if len(unlimited) > 0 {
-		n, err := p.claimAndStart(ctx, unlimited, free-started)
-		started += n
+		_, full, err := p.claimAndStart(ctx, unlimited, free-started)
+		more = more || full
 		if err != nil {
-			return started, err
+			return more, err
 		}
 	}
-	return started, nil
+	return more, nil
 }
 
-func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (int, error) {
+// claimAndStart claims up to limit batches of functions and starts them; full reports
+// that it got as many as it asked for (none asked: not full).
+func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (n int, full bool, err error) {
 	// The slots are taken before the claim, so that every batch claimed starts at once
 	// under its heartbeat: a slot taken meanwhile by a batch run at once would otherwise
 	// leave a claimed batch waiting while its lease runs out, and another worker run it.
@@ -247,26 +251,23 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 	}
 	held := p.takeSlots(limited, limit)
 	if held == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: held, Functions: functions})
 	if err != nil {
 		batches = nil // not known to be durable: running them could run each any number of times
 	}
 	for range held - len(batches) {
-		p.release(limited)
+		p.unhold(limited) // not news for the claim loop, which would wake to claim again
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	for _, b := range batches {
 		p.running.Add(1)
-		go func() {
-			defer p.release(b.Key.Function)
-			p.run(p.runCtx, b, nil)
-		}()
+		go p.run(p.runCtx, b, nil, func() { p.release(b.Key.Function) })
 	}
-	return len(batches), nil
+	return len(batches), len(batches) == held, nil
 }
 
 // takeSlots takes up to n free worker slots without waiting, and as many of function's
@@ -297,15 +298,21 @@ const (
 	claimBackoffMax = 10 * time.Second
 )
 
+// release frees a slot of function's and wakes the claim loop.
 func (p *Pool) release(function string) {
-	if sem := p.perFunc[function]; sem != nil {
-		<-sem
-	}
-	<-p.slots
+	p.unhold(function)
 	select {
 	case p.freed <- struct{}{}:
 	default:
 	}
+}
+
+// unhold frees a slot of function's.
+func (p *Pool) unhold(function string) {
+	if sem := p.perFunc[function]; sem != nil {
+		<-sem
+	}
+	<-p.slots
 }
 
 // finish records an attempt's outcome, trying again while the store is unavailable (a
@@ -369,10 +376,7 @@ func (r *reservation) Lease(b *Batch) {
 
 // Run runs the created batch on the reserved slot in the background, from its rows.
 func (r *reservation) Run(b *Batch, rows []Row) {
-	go func() {
-		defer r.pool.release(r.function)
-		r.pool.run(r.pool.runCtx, b, rows)
-	}()
+	go r.pool.run(r.pool.runCtx, b, rows, func() { r.pool.release(r.function) })
 }
 
 // Cancel gives the slot back: the batch was not created.
@@ -382,9 +386,17 @@ func (r *reservation) Cancel() {
 }
 
 // run runs one claimed batch to the end of its attempt and records the outcome. ctx is
-// cancelled when the pool gives up waiting at shutdown.
-func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
+// cancelled when the pool gives up waiting at shutdown. It calls free, which gives back
+// the batch's worker slot, once the function has returned: the slot may take the next
+// batch while the outcome is written, a wait for the store's commit.
+func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, free func()) {
 	defer p.running.Done()
+	freed := false
+	defer func() {
+		if !freed { // a panic before the function returned
+			free()
+		}
+	}()
 	log := p.logger.With(LogFunction, b.Key.Function, LogBatchID, b.Key.BatchID, LogQueryID, b.QueryID, "attempt", b.Attempts)
 	fn, _ := p.registry.Lookup(b.Key.Function) // claims name registered functions only
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -414,6 +426,8 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row) {
 		}
 	}
 	stopHeartbeat()
+	freed = true
+	free()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
 
 	// The outcome, and the rows saved before it, must be recorded even when shutdown

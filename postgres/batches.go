@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/asyncfn/asyncfn"
 )
@@ -304,9 +305,9 @@ func scanBatch(row pgx.Row) (*asyncfn.Batch, error) {
 // creator committed); if that batch is gone by the time it is read, Create tries again.
 func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
 	for {
-		tag, err := s.pool.Exec(ctx, s.q.create, batchArgs(b)...)
+		tag, err := s.exec(ctx, s.q.create, batchArgs(b)...)
 		if err != nil {
-			return nil, s.err(err)
+			return nil, err
 		}
 		if tag.RowsAffected() == 1 {
 			return nil, nil
@@ -335,14 +336,21 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 }
 
 func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Batch, error) {
-	rows, err := s.pool.Query(ctx, s.q.claim, p.Now, abandonedKind, abandonedFormat, p.Functions,
-		p.Owner, p.Now.Add(p.Lease), max(p.Limit, 0))
-	if err != nil {
-		return nil, s.err(err)
+	var bs []*asyncfn.Batch
+	var scanErr error
+	err := s.write(ctx, func(b *pgx.Batch) {
+		bs, scanErr = nil, nil
+		b.Queue(s.q.claim, p.Now, abandonedKind, abandonedFormat, p.Functions, p.Owner, p.Now.Add(p.Lease), max(p.Limit, 0)).
+			Query(func(rows pgx.Rows) error {
+				bs, scanErr = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*asyncfn.Batch, error) { return scanBatch(row) })
+				return nil
+			})
+	})
+	if err == nil {
+		err = s.err(scanErr)
 	}
-	bs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*asyncfn.Batch, error) { return scanBatch(row) })
 	if err != nil {
-		return nil, s.err(err)
+		return nil, err // not known to be committed: the leases must not be used
 	}
 	// RETURNING follows no order.
 	slices.SortStableFunc(bs, func(a, b *asyncfn.Batch) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -353,9 +361,13 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 // fails does a second statement fail the batch if it was abandoned and tell a batch that
 // cannot be claimed from one that does not exist.
 func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParams) (*asyncfn.Batch, error) {
-	b, err := scanBatch(s.pool.QueryRow(ctx, s.q.claimKey, p.Now, key.Function, key.BatchID, p.Owner, p.Now.Add(p.Lease)))
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return b, s.err(err)
+	var b *asyncfn.Batch
+	err := s.queryRow(ctx, s.q.claimKey, []any{p.Now, key.Function, key.BatchID, p.Owner, p.Now.Add(p.Lease)}, func(row pgx.Row) (err error) {
+		b, err = scanBatch(row)
+		return err
+	})
+	if !errors.Is(err, asyncfn.ErrNotFound) {
+		return b, err
 	}
 	var exists bool
 	if err := s.pool.QueryRow(ctx, s.q.abandonKey, p.Now, key.Function, key.BatchID, abandonedKind, abandonedFormat).Scan(&exists); err != nil {
@@ -369,9 +381,9 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 
 func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
 	var found bool
-	err := s.pool.QueryRow(ctx, s.q.savePayload, key.Function, key.BatchID, now, payload).Scan(&found)
+	err := s.queryRow(ctx, s.q.savePayload, []any{key.Function, key.BatchID, now, payload}, func(row pgx.Row) error { return row.Scan(&found) })
 	if err != nil {
-		return s.err(err)
+		return err
 	}
 	if !found {
 		return asyncfn.ErrNotFound
@@ -380,9 +392,9 @@ func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time,
 }
 
 func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {
-	tag, err := s.pool.Exec(ctx, s.q.extend, key.Function, key.BatchID, owner, until)
+	tag, err := s.exec(ctx, s.q.extend, key.Function, key.BatchID, owner, until)
 	if err != nil {
-		return s.err(err)
+		return err
 	}
 	if tag.RowsAffected() == 0 {
 		return asyncfn.ErrLeaseLost
@@ -406,9 +418,9 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 	default:
 		q, args = s.q.finishSucceeded, []any{p.Result, p.Now}
 	}
-	tag, err := s.pool.Exec(ctx, q, append([]any{key.Function, key.BatchID, owner}, args...)...)
+	tag, err := s.exec(ctx, q, append([]any{key.Function, key.BatchID, owner}, args...)...)
 	if err != nil {
-		return s.err(err)
+		return err
 	}
 	if tag.RowsAffected() == 0 {
 		return asyncfn.ErrLeaseLost
@@ -438,8 +450,8 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
 	var exists bool
-	if err := s.pool.QueryRow(ctx, s.q.markDelivered, key.Function, key.BatchID, now, expiresAt).Scan(&exists); err != nil {
-		return s.err(err)
+	if err := s.queryRow(ctx, s.q.markDelivered, []any{key.Function, key.BatchID, now, expiresAt}, func(row pgx.Row) error { return row.Scan(&exists) }); err != nil {
+		return err
 	}
 	if !exists {
 		return asyncfn.ErrNotFound
@@ -475,4 +487,45 @@ func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, s.q.countQueued, now).Scan(&n)
 	return n, s.err(err)
+}
+
+// write queues the statement of a state change, as queue makes it, and returns once it
+// committed with the others of its group: one round trip, and one implicit transaction,
+// for all of them (pgx sends a batch with a single Sync). The callbacks queue gives the
+// statement keep what they read and return nil: the group's statements are committed
+// whatever one callback thinks of its rows, so an error there must be its call's alone.
+func (s *Store) write(ctx context.Context, queue func(b *pgx.Batch)) error {
+	return s.group.Do(ctx, func(b *pgx.Batch) error {
+		queue(b)
+		return nil
+	})
+}
+
+// exec runs a statement of a state change (see write) and returns its command tag.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	err := s.write(ctx, func(b *pgx.Batch) {
+		b.Queue(sql, args...).Exec(func(ct pgconn.CommandTag) error {
+			tag = ct
+			return nil
+		})
+	})
+	return tag, err
+}
+
+// queryRow runs a statement of a state change (see write) that returns a row, which scan
+// reads; pgx.ErrNoRows becomes asyncfn.ErrNotFound.
+func (s *Store) queryRow(ctx context.Context, sql string, args []any, scan func(row pgx.Row) error) error {
+	var scanErr error
+	err := s.write(ctx, func(b *pgx.Batch) {
+		scanErr = nil
+		b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+			scanErr = scan(row)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return s.err(scanErr)
 }

@@ -6,7 +6,10 @@
 // committed as far as a crash of the process goes (kill -9 loses nothing); only a power
 // loss or OS crash can lose the last transactions. All writes go through one connection,
 // in order, so writers never wait on SQLite's busy lock; reads use a pool of their own and
-// never wait for writes.
+// never wait for writes. The writes that arrive while a transaction runs are committed
+// together in the next one (package group): a commit writes every page it changed to the
+// log, and concurrent batches change the same pages. Statements are prepared once: SQLite
+// spends more parsing and planning them than running them.
 package sqlite
 
 import (
@@ -20,6 +23,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +31,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/internal/group"
 )
 
 // Options configure a store.
@@ -38,8 +43,11 @@ type Options struct {
 
 // Store is an asyncfn.Store in a SQLite file.
 type Store struct {
-	write  *sql.DB // one connection: SQLite has one writer at a time anyway
+	write  *sql.DB
+	conn   *sql.Conn // write's one connection, held: SQLite has one writer at a time anyway
 	read   *sql.DB
+	group  group.Committer[txn]
+	stmts  sync.Map // prepared statements by stmtKey
 	lock   *os.File
 	closed atomic.Bool
 }
@@ -129,43 +137,73 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// memory-mapped reads spare a system call per page of a large blob.
 	dsn := "file:" + path + "?_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)" +
 		"&_pragma=cache_size(-65536)&_pragma=mmap_size(1073741824)"
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	write, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		lock.Close()
 		return nil, err
 	}
 	write.SetMaxOpenConns(1)
+	// Transactions are BEGIN and COMMIT statements on the held connection rather than
+	// sql.Tx, whose statements cannot outlive it: the write statements are prepared once.
+	conn, err := write.Conn(ctx)
+	if err != nil {
+		write.Close()
+		lock.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
 	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(true)")
 	if err != nil {
+		conn.Close()
 		write.Close()
 		lock.Close()
 		return nil, err
 	}
 	read.SetMaxOpenConns(8)
-	s := &Store{write: write, read: read, lock: lock}
+	s := &Store{write: write, conn: conn, read: read, lock: lock}
+	s.group = group.Committer[txn]{
+		Begin: func(ctx context.Context) (txn, error) {
+			if s.closed.Load() {
+				return txn{}, asyncfn.ErrClosed
+			}
+			_, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`)
+			return txn{s}, s.translate(err)
+		},
+		Commit: func(ctx context.Context, _ txn) error {
+			if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
+				_, _ = conn.ExecContext(ctx, `ROLLBACK`) // a commit that failed may leave the transaction open
+				return s.translate(err)
+			}
+			return nil
+		},
+		Rollback: func(ctx context.Context, _ txn) {
+			_, _ = conn.ExecContext(ctx, `ROLLBACK`) // fails only if SQLite rolled back already
+		},
+		Clean: group.Outcome,
+		Max:   groupMax,
+	}
 	// 8 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
 	// payloads and results of hundreds of kilobytes go to the WAL a page, a system call
 	// and a checksum at a time, while every small update writes a whole page. Measured on
 	// 4,096-row and 1-row batches, 8 KB served both best.
-	if _, err := write.ExecContext(ctx, `PRAGMA page_size = 8192; PRAGMA journal_mode = WAL`); err != nil {
+	if _, err := conn.ExecContext(ctx, `PRAGMA page_size = 8192; PRAGMA journal_mode = WAL`); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
 	}
 	var version int
-	if err := write.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > len(upgrades) {
+	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil || version > len(upgrades) {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: not a store of this version of asyncfn (schema version %d, %v)", path, version, err)
 	}
 	// A damaged file is found now, with its name, rather than by the first batch that
 	// touches the damaged page. quick_check reads every page once: about a second per
 	// gigabyte.
-	if err := quickCheck(ctx, write); err != nil {
+	if err := quickCheck(ctx, conn); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s is damaged, restore it from a backup or move it away to start empty: %w", path, err)
 	}
 	for v := max(version, 1); version > 0 && v < len(upgrades); v++ {
 		// One transaction, so that a process killed halfway leaves the old version whole.
-		if err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.tx(ctx, func(tx txn) error {
 			_, err := tx.ExecContext(ctx, upgrades[v]+fmt.Sprintf("; PRAGMA user_version = %d", v+1))
 			return err
 		}); err != nil {
@@ -174,11 +212,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 		log.Info("sqlite: upgraded the schema", "file", path, "version", v+1)
 	}
-	if _, err := write.ExecContext(ctx, schema); err != nil {
+	if _, err := conn.ExecContext(ctx, schema); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: creating the schema: %w", path, err)
 	}
-	res, err := write.ExecContext(ctx, `UPDATE batches SET lease_until = 0 WHERE state = 'running'`)
+	res, err := conn.ExecContext(ctx, `UPDATE batches SET lease_until = 0 WHERE state = 'running'`)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite store %s: expiring old leases: %w", path, err)
@@ -190,7 +228,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 }
 
 // quickCheck runs SQLite's quick_check and returns its first findings as an error.
-func quickCheck(ctx context.Context, db *sql.DB) error {
+func quickCheck(ctx context.Context, db *sql.Conn) error {
 	rows, err := db.QueryContext(ctx, `PRAGMA quick_check(5)`)
 	if err != nil {
 		return err
@@ -297,37 +335,99 @@ func noWrites(err error) bool {
 	return false
 }
 
-// tx runs fn in a write transaction.
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// groupMax caps the operations committed together: a group of large batches writes
+// their payloads and results in one transaction.
+const groupMax = 64
+
+// tx runs fn in a write transaction, perhaps shared with other calls' (see group.Do: fn
+// may run again, alone, and returns an outcome sentinel only before it writes).
+func (s *Store) tx(ctx context.Context, fn func(tx txn) error) error {
 	if s.closed.Load() {
 		return asyncfn.ErrClosed
 	}
-	tx, err := s.write.BeginTx(ctx, nil)
+	return s.group.Do(ctx, fn)
+}
+
+// txn runs the statements of a write transaction on the held connection, each prepared
+// once per store.
+type txn struct{ s *Store }
+
+func (t txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := t.s.prepared(ctx, t.s.conn, query)
 	if err != nil {
-		return s.translate(err)
+		return nil, err
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
+	return st.ExecContext(ctx, args...)
+}
+
+func (t txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := t.s.prepared(ctx, t.s.conn, query)
+	if err != nil {
+		return nil, err
 	}
-	return s.translate(tx.Commit())
+	return st.QueryContext(ctx, args...)
+}
+
+// QueryRowContext returns a row whose Scan reports a failure to prepare, as
+// sql.DB.QueryRowContext's does.
+func (t txn) QueryRowContext(ctx context.Context, query string, args ...any) scanner {
+	st, err := t.s.prepared(ctx, t.s.conn, query)
+	if err != nil {
+		return failedRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+type scanner interface{ Scan(...any) error }
+
+type failedRow struct{ err error }
+
+func (r failedRow) Scan(...any) error { return r.err }
+
+// stmtKey names a statement prepared on the held connection or the read pool.
+type stmtKey struct {
+	on    any
+	query string
+}
+
+// prepared returns query prepared on db, from the cache after the first call. The
+// queries are constants or built from a handful of function lists, so the cache stays
+// small.
+func (s *Store) prepared(ctx context.Context, db interface {
+	PrepareContext(context.Context, string) (*sql.Stmt, error)
+}, query string) (*sql.Stmt, error) {
+	k := stmtKey{db, query}
+	if st, ok := s.stmts.Load(k); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(k, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
 	var old *asyncfn.Batch
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
+		old = nil
 		var result []byte
 		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+` FROM batches
-			WHERE function = ? AND batch_id = ? AND expires_at > ?`, b.Key.Function, b.Key.BatchID, nanos(b.CreatedAt)), &result)
+			WHERE function = ? AND batch_id = ?`, b.Key.Function, b.Key.BatchID), &result)
+		expired := err == nil && !existing.ExpiresAt.After(b.CreatedAt)
 		switch {
-		case err == nil:
+		case err == nil && !expired:
 			old = existing
 			old.Result = result
 			if existing.Digest == b.Digest {
 				return asyncfn.ErrDuplicate
 			}
 			return asyncfn.ErrConflict
-		case !errors.Is(err, sql.ErrNoRows):
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return s.translate(err)
 		}
 		kind, msg := errorColumns(b.Error)
@@ -351,8 +451,10 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		// A re-created expired key keeps nothing of the old batch: neither its result nor
 		// its payload, which would otherwise stand in for a payload still to come, nor its
 		// saved rows.
-		if err := s.deleteBlobs(ctx, tx, b.Key); err != nil {
-			return err
+		if expired {
+			if err := s.deleteBlobs(ctx, tx, b.Key); err != nil {
+				return err
+			}
 		}
 		if b.Payload == nil { // created claimed, its payload to come (see Store.Create)
 			return nil
@@ -371,8 +473,12 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 	if withPayload {
 		payloadCol = payloadBlob
 	}
-	b, err := scan(s.read.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+`, `+payloadCol+` FROM batches
-		WHERE function = ? AND batch_id = ? AND expires_at > ?`, key.Function, key.BatchID, nanos(now)), &result, &payload)
+	get, err := s.prepared(ctx, s.read, `SELECT `+columns+`, `+resultBlob+`, `+payloadCol+` FROM batches
+		WHERE function = ? AND batch_id = ? AND expires_at > ?`)
+	if err != nil {
+		return nil, s.translate(err)
+	}
+	b, err := scan(get.QueryRowContext(ctx, key.Function, key.BatchID, nanos(now)), &result, &payload)
 	if err != nil {
 		return nil, s.translate(err)
 	}
@@ -410,7 +516,7 @@ func (s *Store) saved(ctx context.Context, q querier, key asyncfn.Key) ([]asyncf
 }
 
 // deleteBlobs deletes the payload, result and saved rows of key.
-func (s *Store) deleteBlobs(ctx context.Context, tx *sql.Tx, key asyncfn.Key) error {
+func (s *Store) deleteBlobs(ctx context.Context, tx txn, key asyncfn.Key) error {
 	for _, table := range []string{"blobs", "saved_rows"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE function = ? AND batch_id = ?`, key.Function, key.BatchID); err != nil {
 			return s.translate(err)
@@ -421,7 +527,7 @@ func (s *Store) deleteBlobs(ctx context.Context, tx *sql.Tx, key asyncfn.Key) er
 
 // failAbandoned fails the running batches matching where (with args) whose lease expired
 // at now with no attempts left.
-func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, where string, args ...any) error {
+func (s *Store) failAbandoned(ctx context.Context, tx txn, now time.Time, where string, args ...any) error {
 	rows, err := tx.QueryContext(ctx, `SELECT function, batch_id, attempts FROM batches
 		WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts AND expires_at > ? AND `+hasPayload+` AND `+where,
 		append([]any{nanos(now), nanos(now)}, args...)...)
@@ -456,7 +562,7 @@ func (s *Store) failAbandoned(ctx context.Context, tx *sql.Tx, now time.Time, wh
 }
 
 func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time, payload []byte) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM batches WHERE function = ? AND batch_id = ? AND expires_at > ?`,
 			key.Function, key.BatchID, nanos(now)).Scan(&n); err != nil {
@@ -478,7 +584,7 @@ const (
 )
 
 // putBlob stores a payload or result of key.
-func (s *Store) putBlob(ctx context.Context, tx *sql.Tx, key asyncfn.Key, kind string, data []byte) error {
+func (s *Store) putBlob(ctx context.Context, tx txn, key asyncfn.Key, kind string, data []byte) error {
 	if data == nil {
 		data = []byte{}
 	}
@@ -496,7 +602,7 @@ const hasPayload = `EXISTS (SELECT 1 FROM blobs WHERE blobs.function = batches.f
 	AND blobs.batch_id = batches.batch_id AND blobs.kind = 'payload')`
 
 // lease claims the batches matching where (with args) up to limit, oldest first.
-func (s *Store) lease(ctx context.Context, tx *sql.Tx, p asyncfn.ClaimParams, where string, args ...any) ([]*asyncfn.Batch, error) {
+func (s *Store) lease(ctx context.Context, tx txn, p asyncfn.ClaimParams, where string, args ...any) ([]*asyncfn.Batch, error) {
 	now := nanos(p.Now)
 	rows, err := tx.QueryContext(ctx, `UPDATE batches SET state = 'running', owner = ?, lease_until = ?,
 		started_at = ?, attempts = attempts + 1
@@ -546,7 +652,7 @@ func functionsFilter(fns []string) (string, []any) {
 func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Batch, error) {
 	var out []*asyncfn.Batch
 	where, args := functionsFilter(p.Functions)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		if err := s.failAbandoned(ctx, tx, p.Now, where, args...); err != nil {
 			return err
 		}
@@ -563,7 +669,7 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimParams) (*asyncfn.Batch, error) {
 	var out *asyncfn.Batch
 	var notClaimable error // returned after the commit, which keeps an abandoned batch's failure
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		where, args := "function = ? AND batch_id = ?", []any{key.Function, key.BatchID}
 		if err := s.failAbandoned(ctx, tx, p.Now, where, args...); err != nil {
 			return err
@@ -597,7 +703,7 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 }
 
 func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE batches SET lease_until = ?
 			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`,
 			nanos(until), key.Function, key.BatchID, owner)
@@ -619,7 +725,7 @@ func (s *Store) affectedOne(res sql.Result, err error) error {
 }
 
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
 			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -653,7 +759,7 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 // the limit, then adds the rows not saved yet.
 func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, now time.Time, rows []asyncfn.SavedRow) error {
 	n := asyncfn.SavedBytes(rows)
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		const held = `function = ? AND batch_id = ? AND state = 'running' AND owner = ? AND expires_at > ?`
 		args := []any{key.Function, key.BatchID, owner, nanos(now)}
 		res, err := tx.ExecContext(ctx, `UPDATE batches SET saved_bytes = saved_bytes + ? WHERE `+held+` AND saved_bytes + ? <= ?`,
@@ -681,7 +787,7 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 }
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE batches SET delivered_at = ?, expires_at = min(expires_at, ?)
 			WHERE function = ? AND batch_id = ? AND expires_at > ? AND state IN ('succeeded', 'failed') AND delivered_at = 0`,
 			nanos(now), nanos(expiresAt), key.Function, key.BatchID, nanos(now))
@@ -703,7 +809,7 @@ func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expires
 
 func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error) {
 	var n int
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		rows, err := tx.QueryContext(ctx, `DELETE FROM batches WHERE rowid IN
 			(SELECT rowid FROM batches WHERE expires_at <= ? LIMIT ?) RETURNING function, batch_id`, nanos(now), limit)
 		if err != nil {
@@ -766,7 +872,7 @@ func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
 // Ping writes a small row: a full disk or a read-only file still answers reads, and only
 // a write tells that batches can be stored.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO probe (id, at, pad) VALUES (1, ?, zeroblob(?))`,
 			time.Now().UnixNano(), probeBytes)
 		return s.translate(err)
@@ -781,7 +887,11 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	err := errors.Join(s.read.Close(), s.write.Close())
+	s.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	err := errors.Join(s.read.Close(), s.conn.Close(), s.write.Close())
 	s.lock.Close()
 	return err
 }

@@ -1,0 +1,107 @@
+// Package storebench measures a store on the trips a batch takes through it, many batches
+// at once as a loaded service sends them, for the benchmarks of every engine.
+package storebench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+)
+
+// Concurrency is the batches in flight, as the service's benchmarks send them.
+const Concurrency = 16
+
+// Run measures, Concurrency batches at once, on a store that open returns afresh for
+// each of the trips a batch takes:
+//
+//   - at-once: a batch run by the process that accepts it (serve with the defaults, a
+//     small batch): Create claimed without its payload, Finish, MarkDelivered;
+//   - queued: a batch through the queue: Create with its payload, Claim, Finish, the Get
+//     of the poll that answers, MarkDelivered.
+//
+// rows is the size of the payload and of the result, in rows of about 60 bytes.
+func Run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
+	payload := []byte(`{"data":[`)
+	for i := range rows {
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = fmt.Appendf(payload, `[%d,"row %d: the quick brown fox jumps over the lazy dog"]`, i, i)
+	}
+	payload = append(payload, "]}"...)
+	ctx := context.Background()
+	var n atomic.Int64
+	newBatch := func() *asyncfn.Batch {
+		now := time.Now()
+		return &asyncfn.Batch{
+			Key: asyncfn.Key{Function: "echo", BatchID: fmt.Sprint("b", n.Add(1))}, State: asyncfn.Queued,
+			Payload: payload, Digest: asyncfn.Digest(payload), Rows: rows, MaxAttempts: 3,
+			CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour),
+		}
+	}
+	trips := []struct {
+		name string
+		trip func(s asyncfn.Store, owner string) error
+	}{
+		{"at-once", func(s asyncfn.Store, owner string) error {
+			bt := newBatch()
+			bt.Payload = nil
+			bt.State, bt.Owner, bt.Attempts = asyncfn.Running, owner, 1
+			bt.StartedAt, bt.LeaseUntil = bt.CreatedAt, bt.CreatedAt.Add(time.Minute)
+			if _, err := s.Create(ctx, bt); err != nil {
+				return err
+			}
+			return finish(ctx, s, bt.Key, owner, payload, false)
+		}},
+		{"queued", func(s asyncfn.Store, owner string) error {
+			bt := newBatch()
+			if _, err := s.Create(ctx, bt); err != nil {
+				return err
+			}
+			var got []*asyncfn.Batch
+			for len(got) == 0 { // the others may have taken every batch this claim could see
+				var err error
+				if got, err = s.Claim(ctx, asyncfn.ClaimParams{Owner: owner, Now: time.Now(), Lease: time.Minute, Limit: 1}); err != nil {
+					return err
+				}
+			}
+			return finish(ctx, s, got[0].Key, owner, payload, true)
+		}},
+	}
+	for _, t := range trips {
+		b.Run(t.name, func(b *testing.B) {
+			s := open(b)
+			var workers atomic.Int64
+			b.SetParallelism(max(1, Concurrency/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				owner := fmt.Sprint("w", workers.Add(1))
+				for pb.Next() {
+					if err := t.trip(s, owner); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// finish ends a claimed batch as a worker and the front end do: Finish, the poll's Get if
+// poll, MarkDelivered.
+func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string, result []byte, poll bool) error {
+	now := time.Now()
+	if err := s.Finish(ctx, key, owner, asyncfn.Succeed(now, result)); err != nil {
+		return err
+	}
+	if poll {
+		if b, err := s.Get(ctx, key, now, false); err != nil || b.State != asyncfn.Succeeded {
+			return fmt.Errorf("get after finish = %+v, %v", b, err)
+		}
+	}
+	return s.MarkDelivered(ctx, key, now, now.Add(10*time.Minute))
+}
