@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -297,14 +298,15 @@ func isJSON(contentType string) bool {
 func (f *RowFunction) send(ctx context.Context, r *request) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, f.cfg.RequestTimeout, errRequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, bytes.NewReader(r.body))
-	if err != nil {
-		return nil, nil, err
+	// Built from the URL parsed and checked by request, rather than parsed again.
+	req := (&http.Request{Method: r.method, URL: r.u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: r.header, Host: r.u.Host, Body: http.NoBody}).WithContext(ctx)
+	if len(r.body) > 0 {
+		req.ContentLength = int64(len(r.body))
+		req.Body = io.NopCloser(bytes.NewReader(r.body))
+		// Lets the transport send the body again on a connection that closed under it.
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(r.body)), nil }
 	}
-	if len(r.body) == 0 {
-		req.Body, req.ContentLength = http.NoBody, 0
-	}
-	req.Header = r.header
 	resp, answer, err := f.do(req)
 	if err != nil && context.Cause(ctx) == errRequestTimeout {
 		err = errRequestTimeout
