@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,20 +23,37 @@ func FuzzRowTemplates(f *testing.F) {
 	f.Add(`{{range args}}{{.}}{{end}}`, `null`, ` {"a\"b": {"": 1}, "a": [] } `, `a"b`)
 	f.Add(`{{urlpath (arg 0)}}`, `{"k":[1,"\u2028"]}`, `{"a":{"a":{"a":true}}}`, "a.a.a")
 	f.Add(`{{json args}}`, `[]`, `{"a": 1, "b": 2, "a": 3}`, "a")
+	f.Add(`{{urlquery (arg 0)}}/{{urlpath (arg 0)}}?{{arg 0}}`, `"a b/c?d=é"`, `{}`, "")
+	f.Add(`{{arg 0}}{{json (arg 1)}}`, `"x"`, `{}`, "")
+	f.Add(`x{{secret "k"}}{{secret "k"}}{{header "x"}}{{json (arg 0)}}`, `12.50`, `{}`, "")
 	f.Fuzz(func(t *testing.T, body, arg, answer, path string) {
 		if !json.Valid([]byte(arg)) {
 			return // the runtime gives rows of valid JSON only
 		}
 		cfg := DefaultRowConfig()
 		cfg.Name, cfg.URL, cfg.Body, cfg.Result = "fuzz", "https://example.com/", body, path
+		cfg.Secrets = map[string]Secret{"k": {Value: "v", Hosts: []string{"example.com"}}}
 		cfg.RequestTimeout = time.Second
 		fn, err := NewRows(cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return // a template or path Validate refuses
 		}
 		ctx := asyncfn.WithHeaders(context.Background(), map[string]string{"sf-custom-x": arg})
-		if req, err := fn.tpl.render(ctx, []json.RawMessage{json.RawMessage(arg)}); err == nil && body == `{"a": {{json (arg 0)}}}` && !json.Valid(req.body) {
+		req, err := fn.tpl.render(ctx, []json.RawMessage{json.RawMessage(arg)})
+		if err == nil && body == `{"a": {{json (arg 0)}}}` && !json.Valid(req.body) {
 			t.Errorf("body %s is not JSON", req.body)
+		}
+		// The same templates through text/template alone: segments must write the same.
+		slow, _ := NewRows(cfg, slog.New(slog.DiscardHandler))
+		clear(slow.tpl.fast)
+		slowReq, wantErr := slow.tpl.render(ctx, []json.RawMessage{json.RawMessage(arg)})
+		switch {
+		case (err == nil) != (wantErr == nil):
+			t.Errorf("template %q, argument %s: error %v, text/template's %v", body, arg, err, wantErr)
+		case err != nil && err.Error() != wantErr.Error():
+			t.Errorf("template %q, argument %s: error %q, text/template's %q", body, arg, err, wantErr)
+		case err == nil && (string(req.body) != string(slowReq.body) || !slices.Equal(req.secrets, slowReq.secrets)):
+			t.Errorf("template %q, argument %s: %q (secrets %v), text/template's %q (%v)", body, arg, req.body, req.secrets, slowReq.body, slowReq.secrets)
 		}
 		v, msg := fn.value([]byte(answer))
 		want, found := decodePath([]byte(answer), fn.path)

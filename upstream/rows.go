@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -380,7 +381,8 @@ func lookup(v []byte, key string) ([]byte, bool) {
 
 // keyIs reports whether the JSON string k is key.
 func keyIs(k []byte, key string) bool {
-	if bytes.IndexByte(k, '\\') < 0 {
+	// Decoded when it has escapes or invalid UTF-8, which encoding/json makes U+FFFD.
+	if bytes.IndexByte(k, '\\') < 0 && utf8.Valid(k) {
 		return string(k[1:len(k)-1]) == key
 	}
 	var s string
