@@ -16,30 +16,9 @@ import (
 // upgraded when opened, keeping its batches, and then keeps headers.
 func TestUpgradeFromVersion1(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "asyncfn.db")
-	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	old := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "old"}, State: asyncfn.Queued, Payload: []byte(`{"data":[[0,1]]}`),
-		Digest: "d", Rows: 1, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if _, err := s.Create(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`ALTER TABLE batches DROP COLUMN headers; DROP TABLE saved_rows;
-		ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 1`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	s = open(t, path)
+	ctx, now := context.Background(), time.Now()
+	s, old := openOld(t, now, `ALTER TABLE batches DROP COLUMN headers; DROP TABLE saved_rows;
+		ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 1`)
 	if got, err := s.Get(ctx, old.Key, now, false); err != nil || got.Headers != nil {
 		t.Fatalf("the old batch after the upgrade = %+v, %v", got, err)
 	}
@@ -57,29 +36,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 // saved_rows table) is upgraded when opened, keeping its batches, which then save rows.
 func TestUpgradeFromVersion2(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "asyncfn.db")
-	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	old := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "old"}, State: asyncfn.Queued, Payload: []byte(`{"data":[[0,1]]}`),
-		Digest: "d", Rows: 1, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if _, err := s.Create(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`DROP TABLE saved_rows; ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 2`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	s = open(t, path)
+	ctx, now := context.Background(), time.Now()
+	s, old := openOld(t, now, `DROP TABLE saved_rows; ALTER TABLE batches DROP COLUMN saved_bytes; PRAGMA user_version = 2`)
 	if _, err := s.ClaimKey(ctx, old.Key, asyncfn.ClaimParams{Owner: "w", Now: now, Lease: time.Minute, Limit: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,4 +48,28 @@ func TestUpgradeFromVersion2(t *testing.T) {
 	if got, err := s.Get(ctx, old.Key, now, true); err != nil || len(got.Saved) != 1 || string(got.Saved[0].Value) != `"one"` {
 		t.Fatalf("the old batch after a checkpoint = %+v, %v; want its saved row", got, err)
 	}
+}
+
+// openOld writes a store holding one queued batch, turns it into an earlier schema's file
+// with downgrade (SQL), and opens it again, which upgrades it; it returns the store and
+// the batch.
+func openOld(t *testing.T, now time.Time, downgrade string) (*sqlite.Store, *asyncfn.Batch) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "asyncfn.db")
+	s := open(t, path)
+	old := &asyncfn.Batch{Key: asyncfn.Key{Function: "f", BatchID: "old"}, State: asyncfn.Queued, Payload: []byte(`{"data":[[0,1]]}`),
+		Digest: "d", Rows: 1, MaxAttempts: 3, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := s.Create(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(downgrade); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	return open(t, path), old
 }

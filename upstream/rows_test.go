@@ -460,12 +460,12 @@ func TestRowRetryAfter(t *testing.T) {
 	}
 }
 
-// gather returns the function's metrics by name and labels: counters' values and
+// gather returns the functions' metrics by name and labels: counters' values and
 // histograms' counts.
-func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
+func gather(t *testing.T, cs ...prometheus.Collector) map[string]float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
+	reg.MustRegister(cs...)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/upstream"
 )
@@ -436,30 +434,10 @@ func TestMetrics(t *testing.T) {
 	})
 	f := newFunction(t, srv.URL, nil)
 	other := newFunction(t, srv.URL, func(c *upstream.Config) { c.Name = "other" })
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(f, other)
 	if _, err := f.Call(context.Background(), rowsOf(`1`)); err != nil {
 		t.Fatal(err)
 	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += " " + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetHistogram() != nil:
-				got[key] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
+	got := gather(t, f, other)
 	want := map[string]float64{
 		"asyncfn_upstream_requests_total class=2xx function=up":    1,
 		"asyncfn_upstream_requests_total class=5xx function=up":    1,
