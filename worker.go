@@ -546,18 +546,35 @@ func (p *Pool) heartbeat(ctx context.Context, key Key, cancel context.CancelCaus
 		defer wg.Done()
 		ticker := time.NewTicker(p.cfg.Lease / 3)
 		defer ticker.Stop()
+		// The lease as this worker last set it (on this process's monotonic clock, from
+		// the claim just made). Past it another worker may hold the batch: the run stops
+		// at once rather than when a store round trip says so, by which time a process
+		// resumed after a pause would have started more of the batch's work twice.
+		deadline := time.Now().Add(p.cfg.Lease)
+		expiry := time.NewTimer(p.cfg.Lease)
+		defer expiry.Stop()
 		for {
 			select {
 			case <-hbCtx.Done():
 				return
+			case <-expiry.C:
 			case <-ticker.C:
 			}
+			if time.Now().After(deadline) {
+				log.Warn("the lease ran out before it could be extended; stopping the run", "lease", p.cfg.Lease)
+				cancel(ErrLeaseLost)
+				return
+			}
+			sent := time.Now()
 			err := p.store.Extend(hbCtx, key, p.cfg.ID, p.now().Add(p.cfg.Lease))
 			switch {
 			case errors.Is(err, ErrLeaseLost):
 				cancel(ErrLeaseLost)
 				return
-			case err != nil && hbCtx.Err() == nil:
+			case err == nil:
+				deadline = sent.Add(p.cfg.Lease)
+				expiry.Reset(time.Until(deadline))
+			case hbCtx.Err() == nil:
 				log.Warn("could not extend the lease; will try again", "err", err)
 			}
 		}
