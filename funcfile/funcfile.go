@@ -315,37 +315,23 @@ func (p *parser) function(n *yaml.Node) (Function, error) {
 func (p *parser) http(name string, n *yaml.Node) (*upstream.Config, error) {
 	cfg := upstream.DefaultConfig()
 	cfg.Name = name
-	lines := map[string]int{}
 	what := name + ": http"
-	err := p.mapping(n, what, func(k, v *yaml.Node) error {
-		key := k.Value
-		lines[key] = v.Line
+	lines, err := p.section(n, what, httpKeys, rowKeys, "row", func(key string, v *yaml.Node) (bool, error) {
 		switch key {
 		case "mode":
-			return nil // read by mode
+			return true, nil // read by mode
 		case "url":
-			return p.str(v, key, &cfg.URL)
+			return true, p.str(v, key, &cfg.URL)
 		case "timeout":
-			return p.duration(v, key, &cfg.Timeout)
-		case "concurrency":
-			return p.positive(v, key, &cfg.Concurrency)
-		case "request-attempts":
-			return p.positive(v, key, &cfg.RequestAttempts)
-		case "min-backoff":
-			return p.duration(v, key, &cfg.MinBackoff)
-		case "max-backoff":
-			return p.duration(v, key, &cfg.MaxBackoff)
+			return true, p.duration(v, key, &cfg.Timeout)
 		case "poll-min":
-			return p.duration(v, key, &cfg.PollMin)
+			return true, p.duration(v, key, &cfg.PollMin)
 		case "poll-max":
-			return p.duration(v, key, &cfg.PollMax)
+			return true, p.duration(v, key, &cfg.PollMax)
 		case "headers":
-			return p.values(v, key, &cfg.Headers)
+			return true, p.values(v, key, &cfg.Headers)
 		}
-		if slices.Contains(rowKeys, key) {
-			return p.errorf(k, "%s: %s applies to mode: row only (one request per row)", what, key)
-		}
-		return p.unknown(k, what, httpKeys...)
+		return p.sending(key, v, &cfg.Concurrency, &cfg.RequestAttempts, &cfg.MinBackoff, &cfg.MaxBackoff)
 	})
 	if err != nil {
 		return nil, err
@@ -376,49 +362,35 @@ func (p *parser) mode(name string, n *yaml.Node) (string, error) {
 func (p *parser) rows(name string, n *yaml.Node) (*upstream.RowConfig, error) {
 	cfg := upstream.DefaultRowConfig()
 	cfg.Name = name
-	lines := map[string]int{}
 	what := name + ": http"
-	err := p.mapping(n, what, func(k, v *yaml.Node) error {
-		key := k.Value
-		lines[key] = v.Line
+	lines, err := p.section(n, what, rowKeys, httpKeys, "batch", func(key string, v *yaml.Node) (bool, error) {
 		switch key {
 		case "mode":
-			return nil // read by mode
+			return true, nil // read by mode
 		case "url":
-			return p.str(v, key, &cfg.URL)
+			return true, p.str(v, key, &cfg.URL)
 		case "method":
-			return p.str(v, key, &cfg.Method)
+			return true, p.str(v, key, &cfg.Method)
 		case "headers":
-			return p.templates(v, key, &cfg.Headers)
+			return true, p.templates(v, key, &cfg.Headers)
 		case "body":
-			return p.str(v, key, &cfg.Body)
+			return true, p.str(v, key, &cfg.Body)
 		case "secrets":
-			return p.secrets(v, &cfg.Secrets)
+			return true, p.secrets(v, &cfg.Secrets)
 		case "result":
-			return p.str(v, key, &cfg.Result)
+			return true, p.str(v, key, &cfg.Result)
 		case "on-error":
-			return p.str(v, key, &cfg.OnError)
-		case "concurrency":
-			return p.positive(v, key, &cfg.Concurrency)
+			return true, p.str(v, key, &cfg.OnError)
 		case "rate":
-			return p.rate(v, key, &cfg.Rate)
+			return true, p.rate(v, key, &cfg.Rate)
 		case "burst":
-			return p.positive(v, key, &cfg.Burst)
-		case "request-attempts":
-			return p.positive(v, key, &cfg.RequestAttempts)
-		case "min-backoff":
-			return p.duration(v, key, &cfg.MinBackoff)
-		case "max-backoff":
-			return p.duration(v, key, &cfg.MaxBackoff)
+			return true, p.positive(v, key, &cfg.Burst)
 		case "request-timeout":
-			return p.duration(v, key, &cfg.RequestTimeout)
+			return true, p.duration(v, key, &cfg.RequestTimeout)
 		case "timeout":
-			return p.duration(v, key, &cfg.Timeout)
+			return true, p.duration(v, key, &cfg.Timeout)
 		}
-		if slices.Contains(httpKeys, key) {
-			return p.errorf(k, "%s: %s applies to mode: batch only", what, key)
-		}
-		return p.unknown(k, what, rowKeys...)
+		return p.sending(key, v, &cfg.Concurrency, &cfg.RequestAttempts, &cfg.MinBackoff, &cfg.MaxBackoff)
 	})
 	if err != nil {
 		return nil, err
@@ -427,6 +399,40 @@ func (p *parser) rows(name string, n *yaml.Node) (*upstream.RowConfig, error) {
 		return nil, p.errorf(n, "%s: url is required: a template of each row's request URL", what)
 	}
 	return &cfg, p.invalid(n, what, lines, cfg.Validate())
+}
+
+// sending reads the keys both modes of http share, reporting whether key is one.
+func (p *parser) sending(key string, v *yaml.Node, concurrency, attempts *int, minBackoff, maxBackoff *time.Duration) (bool, error) {
+	switch key {
+	case "concurrency":
+		return true, p.positive(v, key, concurrency)
+	case "request-attempts":
+		return true, p.positive(v, key, attempts)
+	case "min-backoff":
+		return true, p.duration(v, key, minBackoff)
+	case "max-backoff":
+		return true, p.duration(v, key, maxBackoff)
+	}
+	return false, nil
+}
+
+// section reads the mapping n of a function's kind (what names it in errors): set reads
+// the keys it knows, reporting whether key is one; a key of the other mode is refused
+// naming that mode, any other listing the known keys. It returns each key's line, for
+// Validate's errors.
+func (p *parser) section(n *yaml.Node, what string, known, otherKeys []string, otherMode string, set func(key string, v *yaml.Node) (bool, error)) (map[string]int, error) {
+	lines := map[string]int{}
+	err := p.mapping(n, what, func(k, v *yaml.Node) error {
+		lines[k.Value] = v.Line
+		if ok, err := set(k.Value, v); ok || err != nil {
+			return err
+		}
+		if slices.Contains(otherKeys, k.Value) {
+			return p.errorf(k, "%s: %s applies to mode: %s only", what, k.Value, otherMode)
+		}
+		return p.unknown(k, what, known...)
+	})
+	return lines, err
 }
 
 // templates reads a row-mode function's headers: texts (templates) only, as a secret
@@ -487,32 +493,27 @@ func (p *parser) exec(name string, n *yaml.Node) (*process.Config, error) {
 	cfg := process.DefaultConfig()
 	cfg.Name = name
 	cfg.Dir = p.dir
-	lines := map[string]int{}
 	what := name + ": exec"
-	err := p.mapping(n, what, func(k, v *yaml.Node) error {
-		key := k.Value
-		lines[key] = v.Line
+	lines, err := p.section(n, what, execKeys, nil, "", func(key string, v *yaml.Node) (bool, error) {
 		switch key {
 		case "command":
-			return p.command(v, &cfg.Command)
+			return true, p.command(v, &cfg.Command)
 		case "processes":
-			return p.positive(v, key, &cfg.Processes)
+			return true, p.positive(v, key, &cfg.Processes)
 		case "timeout":
-			return p.duration(v, key, &cfg.Timeout)
+			return true, p.duration(v, key, &cfg.Timeout)
 		case "dir":
-			if err := p.str(v, key, &cfg.Dir); err != nil {
-				return err
-			}
+			err := p.str(v, key, &cfg.Dir)
 			cfg.Dir = p.resolve(cfg.Dir)
-			return nil
+			return true, err
 		case "env":
-			return p.values(v, key, &cfg.Env)
+			return true, p.values(v, key, &cfg.Env)
 		case "grace-period":
-			return p.duration(v, key, &cfg.GracePeriod)
+			return true, p.duration(v, key, &cfg.GracePeriod)
 		case "max-line-bytes":
-			return p.positive(v, key, &cfg.MaxLineBytes)
+			return true, p.positive(v, key, &cfg.MaxLineBytes)
 		}
-		return p.unknown(k, what, execKeys...)
+		return false, nil
 	})
 	if err != nil {
 		return nil, err

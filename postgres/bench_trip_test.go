@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/asyncfn/asyncfn"
@@ -12,9 +11,5 @@ import (
 // BenchmarkTrip measures the trips of a batch through the store, 16 batches at once (see
 // storebench.Run), for 1-row and 4,096-row batches.
 func BenchmarkTrip(b *testing.B) {
-	for _, rows := range []int{1, 4096} {
-		b.Run(fmt.Sprint("rows=", rows), func(b *testing.B) {
-			storebench.Run(b, rows, func(b *testing.B) asyncfn.Store { return open(b, pgtest.Schema(b)) })
-		})
-	}
+	storebench.Run(b, func(b *testing.B) asyncfn.Store { return open(b, pgtest.Schema(b)) })
 }

@@ -24,8 +24,15 @@ const Concurrency = 16
 //   - queued: a batch through the queue: Create with its payload, Claim, Finish, the Get
 //     of the poll that answers, MarkDelivered.
 //
-// rows is the size of the payload and of the result, in rows of about 60 bytes.
-func Run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
+// It runs them for 1-row and 4,096-row batches (sub-benchmarks rows=N), the payload and
+// the result in rows of about 60 bytes.
+func Run(b *testing.B, open func(b *testing.B) asyncfn.Store) {
+	for _, rows := range []int{1, 4096} {
+		b.Run(fmt.Sprint("rows=", rows), func(b *testing.B) { run(b, rows, open) })
+	}
+}
+
+func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 	payload := []byte(`{"data":[`)
 	for i := range rows {
 		if i > 0 {
