@@ -7,13 +7,20 @@
 // Committer.Lanes leads one, for its own operation and whatever else is queued; when it
 // is done it hands the lead to the oldest caller still waiting, and returns. A lone caller
 // therefore runs at once, as it would without grouping, and a group grows with the load.
+//
+// A write that nobody waits for (its ctx made by Later: the answer it records is served
+// already) waits up to Committer.Linger for company instead: the next transaction takes it along, or it
+// leads one of its own when the time is up. Under a steady load such writes cost a share
+// of other transactions rather than one each.
 package group
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/asyncfn/asyncfn"
 )
@@ -38,10 +45,15 @@ type Committer[T any] struct {
 	// one writer; more where a transaction waits on a server, which can run the next
 	// group's statements while the last one's commit reaches the disk.
 	Lanes int
+	// Linger is how long an operation whose ctx Later made may wait to join another
+	// transaction before it leads one. 0: none waits.
+	Linger time.Duration
 
-	mu      sync.Mutex
-	queue   []*op[T]
-	leaders int // callers running a transaction; the queue is empty unless it is Lanes
+	mu    sync.Mutex
+	queue []*op[T]
+	// leaders are the callers running a transaction; the queue holds only operations
+	// lingering (Later) unless it is Lanes.
+	leaders int
 }
 
 type op[T any] struct {
@@ -51,6 +63,9 @@ type op[T any] struct {
 	// lead receives the group this caller is to lead (it comes first), or nil once its
 	// operation is done.
 	lead chan []*op[T]
+	// lingering: an operation of Later within its Linger, which a lane freed is not
+	// handed to. queued: in the queue, not taken by a group yet.
+	lingering, queued bool
 }
 
 // Do runs fn in a transaction, perhaps shared with other callers' operations, and returns
@@ -58,41 +73,99 @@ type op[T any] struct {
 // more than once (again alone if its group failed); each run starts from the state the
 // store had before it, and fn must set its results anew on every run. fn's statements take
 // the caller's ctx: if it is cancelled meanwhile, the group fails and the others run alone.
+//
+// An operation whose ctx Later made may wait up to Linger for another transaction to take
+// it along before it leads one.
 func (c *Committer[T]) Do(ctx context.Context, fn func(tx T) error) error {
-	o := &op[T]{ctx: ctx, fn: fn, lead: make(chan []*op[T], 1)}
+	later := c.Linger > 0 && ctx.Value(laterKey{}) != nil
+	o := &op[T]{ctx: ctx, fn: fn, lead: make(chan []*op[T], 1), lingering: later}
 	var group []*op[T]
 	c.mu.Lock()
-	if c.leaders < max(c.Lanes, 1) {
-		c.leaders++ // a lane is free, so nothing waits: o runs at once
-		group = []*op[T]{o}
+	if !later && c.leaders < max(c.Lanes, 1) {
+		c.leaders++ // a lane is free: o runs at once, with whatever lingers
+		group = c.take(o)
 	} else {
+		o.queued = true
 		c.queue = append(c.queue, o)
 	}
 	c.mu.Unlock()
 	if group == nil {
-		if group = <-o.lead; group == nil {
+		if group = c.await(o); group == nil {
 			return o.err
 		}
 	}
 
 	c.run(group)
 
-	// The lane goes to the oldest waiting, with the group it is to lead.
+	// The lane goes to the oldest waiting, with the group it is to lead, unless all that
+	// waits lingers: the next transaction, or the end of a linger, takes those.
 	c.mu.Lock()
-	if len(c.queue) > 0 {
+	if slices.ContainsFunc(c.queue, func(q *op[T]) bool { return !q.lingering }) {
 		n := min(len(c.queue), max(c.Max, 1))
 		next := c.queue[:n:n]
 		c.queue = c.queue[n:]
+		for _, q := range next {
+			q.queued = false
+		}
 		next[0].lead <- next
 	} else {
 		c.leaders--
-		c.queue = nil // let the array go
+		if len(c.queue) == 0 {
+			c.queue = nil // let the array go
+		}
 	}
 	c.mu.Unlock()
 	for _, g := range group[1:] {
 		g.lead <- nil
 	}
 	return o.err
+}
+
+type laterKey struct{}
+
+// Later marks the operations done with ctx as ones nobody waits for (the delivery of an
+// answer served already): they may linger to be committed with others (Committer.Linger).
+func Later(ctx context.Context) context.Context {
+	return context.WithValue(ctx, laterKey{}, true)
+}
+
+// take returns a group led by o with the oldest queued operations, up to Max in all.
+// c.mu must be held.
+func (c *Committer[T]) take(o *op[T]) []*op[T] {
+	n := min(len(c.queue), max(c.Max, 1)-1)
+	group := append([]*op[T]{o}, c.queue[:n]...)
+	for _, q := range c.queue[:n] {
+		q.queued = false
+	}
+	c.queue = c.queue[n:]
+	return group
+}
+
+// await waits until o's caller is to lead a group (returned) or o is done (nil). An
+// operation lingering leads a group of its own at the end of its linger if it is still
+// queued and a lane is free; if none is, the lane is handed to it as to any other.
+func (c *Committer[T]) await(o *op[T]) []*op[T] {
+	if o.lingering {
+		t := time.NewTimer(c.Linger)
+		select {
+		case group := <-o.lead:
+			t.Stop()
+			return group
+		case <-t.C:
+		}
+		c.mu.Lock()
+		o.lingering = false
+		if o.queued && c.leaders < max(c.Lanes, 1) {
+			c.leaders++
+			c.queue = slices.DeleteFunc(c.queue, func(q *op[T]) bool { return q == o })
+			o.queued = false
+			group := c.take(o)
+			c.mu.Unlock()
+			return group
+		}
+		c.mu.Unlock()
+	}
+	return <-o.lead
 }
 
 // run runs a group in one transaction, or each of its operations alone when that fails.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/asyncfn/asyncfn"
 )
@@ -48,12 +49,17 @@ func TestDo(t *testing.T) {
 func testDo(t *testing.T, lanes int) {
 	s := &fakeStore{}
 	c := s.committer(lanes)
+	c.Linger = time.Millisecond
 	const n = 200
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
+		ctx := context.Background()
+		if i%3 == 0 {
+			ctx = Later(ctx) // some linger, and are taken along or lead when their time is up
+		}
 		wg.Go(func() {
-			errs[i] = c.Do(context.Background(), func(tx *fakeTx) error {
+			errs[i] = c.Do(ctx, func(tx *fakeTx) error {
 				switch i % 10 {
 				case 3:
 					return asyncfn.ErrLeaseLost
@@ -110,5 +116,48 @@ func TestDoCancelled(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) || len(s.committed) != 0 {
 		t.Fatalf("Do = %v, committed %v; want context.Canceled and nothing", err, s.committed)
+	}
+}
+
+// TestLater: operations nobody waits for ride along with the next transaction, however
+// long their linger; one alone commits when its linger is over.
+func TestLater(t *testing.T) {
+	s := &fakeStore{}
+	c := s.committer(1)
+	c.Linger = time.Hour
+	apply := func(i int) func(tx *fakeTx) error {
+		return func(tx *fakeTx) error {
+			tx.applied = append(tx.applied, i)
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			if err := c.Do(Later(context.Background()), apply(i)); err != nil {
+				t.Errorf("Do later %d: %v", i, err)
+			}
+		})
+	}
+	for queued := 0; queued < 5; {
+		time.Sleep(time.Millisecond)
+		c.mu.Lock()
+		queued = len(c.queue)
+		c.mu.Unlock()
+	}
+	if err := c.Do(context.Background(), apply(5)); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if s.commits != 1 || len(s.committed) != 6 {
+		t.Fatalf("%d commits of %v; want the 6 operations in one", s.commits, s.committed)
+	}
+
+	c.Linger = 10 * time.Millisecond
+	if err := c.Do(Later(context.Background()), apply(6)); err != nil {
+		t.Fatal(err)
+	}
+	if s.commits != 2 || len(s.committed) != 7 {
+		t.Fatalf("one alone: %d commits of %v; want it committed alone", s.commits, s.committed)
 	}
 }
