@@ -377,6 +377,12 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		// them too).
 		_ = s.deleteChunks(ctx, item{aPK: old[aPK], aSaved: old[aSaved]})
 	}
+	if err == nil && p.Outcome.Final() && !p.GraceUntil.IsZero() {
+		// A second update: an update expression cannot take the earlier of two expiry
+		// times. Best effort, as the front end's own MarkDelivered: a delivery not
+		// recorded only keeps the batch until its retention ends.
+		_ = s.MarkDelivered(ctx, key, p.Now, p.GraceUntil)
+	}
 	return err
 }
 

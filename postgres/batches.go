@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/internal/group"
 )
 
 // columns of the batches table, in the order of asyncfn.Batch's fields as scanBatch and
@@ -153,10 +154,12 @@ func newQueries(schema string) queries {
 		extend: r.Replace(`UPDATE {t} SET lease_until = $4
 			WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3`),
 		// The three outcomes of asyncfn.Finished, each conditional on the lease. A batch
-		// finished has no more use for its saved rows.
+		// finished has no more use for its saved rows. A final one may be delivered with it
+		// (least ignores a NULL grace).
 		finishSucceeded: r.Replace(`WITH done AS (
 				UPDATE {t} SET state = 'succeeded', owner = '', lease_until = NULL,
-					result = $4, error_kind = NULL, error_message = NULL, finished_at = $5
+					result = $4, error_kind = NULL, error_message = NULL, finished_at = $5,
+					delivered_at = $6, expires_at = least(expires_at, $7)
 				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
 				RETURNING {notify}({ch}, 'succeeded', function, batch_id)
 			), dropped AS (
@@ -165,7 +168,8 @@ func newQueries(schema string) queries {
 			SELECT FROM done`),
 		finishFailed: r.Replace(`WITH done AS (
 				UPDATE {t} SET state = 'failed', owner = '', lease_until = NULL,
-					error_kind = $4, error_message = $5, finished_at = $6
+					error_kind = $4, error_message = $5, finished_at = $6,
+					delivered_at = $7, expires_at = least(expires_at, $8)
 				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
 				RETURNING {notify}({ch}, 'failed', function, batch_id)
 			), dropped AS (
@@ -233,6 +237,14 @@ func newQueries(schema string) queries {
 }
 
 // nullTime stores the zero time as NULL.
+// delivered is the delivered_at a final outcome sets: its time if delivered with it.
+func delivered(p asyncfn.FinishParams) *time.Time {
+	if p.GraceUntil.IsZero() {
+		return nil
+	}
+	return &p.Now
+}
+
 func nullTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -405,6 +417,9 @@ func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until
 // Finish applies asyncfn.Finished in SQL: one conditional UPDATE per outcome, which
 // changes nothing unless owner holds the lease.
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
+	if !p.GraceUntil.IsZero() {
+		ctx = group.Later(ctx) // its answer is served already
+	}
 	kind, message := errorArgs(p.Error)
 	var q string
 	var args []any
@@ -414,9 +429,9 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 	case asyncfn.OutcomeHandedBack:
 		q, args = s.q.finishHandBack, []any{nullTime(p.RunAfter)}
 	case asyncfn.OutcomeFailed:
-		q, args = s.q.finishFailed, []any{kind, message, p.Now}
+		q, args = s.q.finishFailed, []any{kind, message, p.Now, delivered(p), nullTime(p.GraceUntil)}
 	default:
-		q, args = s.q.finishSucceeded, []any{p.Result, p.Now}
+		q, args = s.q.finishSucceeded, []any{p.Result, p.Now, delivered(p), nullTime(p.GraceUntil)}
 	}
 	tag, err := s.exec(ctx, q, append([]any{key.Function, key.BatchID, owner}, args...)...)
 	if err != nil {
@@ -450,7 +465,7 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
 	var exists bool
-	if err := s.queryRow(ctx, s.q.markDelivered, []any{key.Function, key.BatchID, now, expiresAt}, func(row pgx.Row) error { return row.Scan(&exists) }); err != nil {
+	if err := s.queryRow(group.Later(ctx), s.q.markDelivered, []any{key.Function, key.BatchID, now, expiresAt}, func(row pgx.Row) error { return row.Scan(&exists) }); err != nil {
 		return err
 	}
 	if !exists {

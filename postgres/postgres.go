@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -115,6 +116,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		Clean:    group.Outcome,
 		Max:      groupMax,
 		Lanes:    groupLanes,
+		Linger:   groupLinger,
 	}
 	return s, nil
 }
@@ -123,6 +125,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // be on their way to the server at once: the server runs one group's statements while
 // the last one's commit reaches the disk.
 const groupMax, groupLanes = 64, 2
+
+// groupLinger is how long a write recording an answer served already waits to be
+// committed with others: a commit costs a round trip and a flush of the log.
+const groupLinger = 2 * time.Millisecond
 
 // Migrate creates the schema named by dsn and opts if it is missing and applies the
 // migrations it lacks, as Open does, for a deployment step that runs before the service
@@ -170,6 +176,14 @@ func parseConfig(dsn string, opts Options) (*pgxpool.Config, string, error) {
 	if !schemaName.MatchString(schema) {
 		return nil, "", fmt.Errorf("postgres: %s %q is not a schema name of lowercase letters, digits and underscores, at most 56 bytes", from, schema)
 	}
+	// The batches table is a queue: every state change leaves a dead row version and
+	// its index entries, faster than autovacuum (once a minute at most) clears them. A
+	// plain index scan marks the dead entries it meets so that the next one skips them; a
+	// bitmap scan, which the planner picks on statistics that lag the churn, does not,
+	// and every claim then walks all of the queue's past states (measured: 10 ms per
+	// claim of an empty queue after 12,000 batches, against 0.1 ms with index scans).
+	// Every query of the store is an index lookup or range, which needs no bitmap.
+	cfg.ConnConfig.RuntimeParams["enable_bitmapscan"] = "off"
 	return cfg, schema, nil
 }
 

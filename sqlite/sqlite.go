@@ -178,8 +178,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		Rollback: func(ctx context.Context, _ txn) {
 			_, _ = conn.ExecContext(ctx, `ROLLBACK`) // fails only if SQLite rolled back already
 		},
-		Clean: group.Outcome,
-		Max:   groupMax,
+		Clean:  group.Outcome,
+		Max:    groupMax,
+		Linger: groupLinger,
 	}
 	// 8 KB pages (for a new file; the page size is fixed once the file is in WAL mode):
 	// payloads and results of hundreds of kilobytes go to the WAL a page, a system call
@@ -339,6 +340,10 @@ func noWrites(err error) bool {
 // their payloads and results in one transaction.
 const groupMax = 64
 
+// groupLinger is how long a write recording an answer served already waits to be
+// committed with others: each commit writes every page it changed, the indexes' too.
+const groupLinger = 2 * time.Millisecond
+
 // tx runs fn in a write transaction, perhaps shared with other calls' (see group.Do: fn
 // may run again, alone, and returns an outcome sentinel only before it writes).
 func (s *Store) tx(ctx context.Context, fn func(tx txn) error) error {
@@ -412,46 +417,48 @@ func (s *Store) prepared(ctx context.Context, db interface {
 }
 
 func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
+	kind, msg := errorColumns(b.Error)
+	headers := ""
+	if len(b.Headers) > 0 {
+		j, err := json.Marshal(b.Headers)
+		if err != nil {
+			return nil, err
+		}
+		headers = string(j)
+	}
+	args := []any{b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
+		b.Attempts, b.MaxAttempts, b.Owner, nanos(b.LeaseUntil), nanos(b.RunAfter),
+		nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt), headers}
 	var old *asyncfn.Batch
 	err := s.tx(ctx, func(tx txn) error {
 		old = nil
-		var result []byte
-		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+` FROM batches
-			WHERE function = ? AND batch_id = ?`, b.Key.Function, b.Key.BatchID), &result)
-		expired := err == nil && !existing.ExpiresAt.After(b.CreatedAt)
-		switch {
-		case err == nil && !expired:
-			old = existing
-			old.Result = result
-			if existing.Digest == b.Digest {
-				return asyncfn.ErrDuplicate
-			}
-			return asyncfn.ErrConflict
-		case err != nil && !errors.Is(err, sql.ErrNoRows):
+		// Most keys are new: the insert alone decides, and the row is read only when a
+		// batch holds the key already.
+		res, err := tx.ExecContext(ctx, `INSERT `+insertBatch+` ON CONFLICT (function, batch_id) DO NOTHING`, args...)
+		if err != nil {
 			return s.translate(err)
 		}
-		kind, msg := errorColumns(b.Error)
-		headers := ""
-		if len(b.Headers) > 0 {
-			j, err := json.Marshal(b.Headers)
+		if n, _ := res.RowsAffected(); n == 0 {
+			var result []byte
+			existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, `+resultBlob+` FROM batches
+				WHERE function = ? AND batch_id = ?`, b.Key.Function, b.Key.BatchID), &result)
 			if err != nil {
-				return err
+				return s.translate(err)
 			}
-			headers = string(j)
-		}
-		if _, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO batches (function, batch_id, query_id, state,
-			digest, rows, error_kind, error_message, attempts, max_attempts, owner, lease_until, run_after,
-			created_at, started_at, expires_at, headers)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
-			b.Attempts, b.MaxAttempts, b.Owner, nanos(b.LeaseUntil), nanos(b.RunAfter),
-			nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt), headers); err != nil {
-			return s.translate(err)
-		}
-		// A re-created expired key keeps nothing of the old batch: neither its result nor
-		// its payload, which would otherwise stand in for a payload still to come, nor its
-		// saved rows.
-		if expired {
+			if existing.ExpiresAt.After(b.CreatedAt) {
+				old = existing
+				old.Result = result
+				if existing.Digest == b.Digest {
+					return asyncfn.ErrDuplicate
+				}
+				return asyncfn.ErrConflict
+			}
+			// A re-created expired key keeps nothing of the old batch: neither its result
+			// nor its payload, which would otherwise stand in for a payload still to come,
+			// nor its saved rows.
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE `+insertBatch, args...); err != nil {
+				return s.translate(err)
+			}
 			if err := s.deleteBlobs(ctx, tx, b.Key); err != nil {
 				return err
 			}
@@ -463,6 +470,11 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 	})
 	return old, err
 }
+
+// insertBatch is the insert of Create, after INSERT or INSERT OR REPLACE.
+const insertBatch = `INTO batches (function, batch_id, query_id, state, digest, rows, error_kind,
+	error_message, attempts, max_attempts, owner, lease_until, run_after, created_at, started_at,
+	expires_at, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
 	if s.closed.Load() {
@@ -725,9 +737,13 @@ func (s *Store) affectedOne(res sql.Result, err error) error {
 }
 
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
+	if !p.GraceUntil.IsZero() {
+		ctx = group.Later(ctx) // its answer is served already
+	}
 	return s.tx(ctx, func(tx txn) error {
-		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM batches
-			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner))
+		var savedBytes int
+		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, saved_bytes FROM batches
+			WHERE function = ? AND batch_id = ? AND state = 'running' AND owner = ?`, key.Function, key.BatchID, owner), &savedBytes)
 		if errors.Is(err, sql.ErrNoRows) {
 			return asyncfn.ErrLeaseLost
 		} else if err != nil {
@@ -736,17 +752,19 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		next := asyncfn.Finished(b, p)
 		kind, msg := errorColumns(next.Error)
 		if _, err = tx.ExecContext(ctx, `UPDATE batches SET state = ?, error_kind = ?, error_message = ?,
-			attempts = ?, owner = '', lease_until = 0, run_after = ?, finished_at = ?
+			attempts = ?, owner = '', lease_until = 0, run_after = ?, finished_at = ?, delivered_at = ?, expires_at = ?
 			WHERE function = ? AND batch_id = ?`,
 			next.State, kind, msg, next.Attempts, nanos(next.RunAfter), nanos(next.FinishedAt),
-			key.Function, key.BatchID); err != nil {
+			nanos(next.DeliveredAt), nanos(next.ExpiresAt), key.Function, key.BatchID); err != nil {
 			return s.translate(err)
 		}
 		if !next.State.Done() {
 			return nil // the saved rows stay for the next attempt
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM saved_rows WHERE function = ? AND batch_id = ?`, key.Function, key.BatchID); err != nil {
-			return s.translate(err)
+		if savedBytes > 0 { // none saved, none to delete: most batches
+			if _, err := tx.ExecContext(ctx, `DELETE FROM saved_rows WHERE function = ? AND batch_id = ?`, key.Function, key.BatchID); err != nil {
+				return s.translate(err)
+			}
 		}
 		if next.State != asyncfn.Succeeded {
 			return nil
@@ -787,7 +805,7 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 }
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
-	return s.tx(ctx, func(tx txn) error {
+	return s.tx(group.Later(ctx), func(tx txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE batches SET delivered_at = ?, expires_at = min(expires_at, ?)
 			WHERE function = ? AND batch_id = ? AND expires_at > ? AND state IN ('succeeded', 'failed') AND delivered_at = 0`,
 			nanos(now), nanos(expiresAt), key.Function, key.BatchID, nanos(now))

@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CheckpointNotInherited", testCheckpointNotInherited},
 		{"MarkDelivered", testMarkDelivered},
 		{"MarkDeliveredUnfinished", testMarkDeliveredUnfinished},
+		{"FinishDelivered", testFinishDelivered},
 		{"Sweep", testSweep},
 		{"SweepLimit", testSweepLimit},
 		{"SweepConcurrent", testSweepConcurrent},
@@ -912,6 +913,59 @@ func testMarkDeliveredUnfinished(t *testing.T, s asyncfn.Store) {
 		t.Fatal(err)
 	}
 	wantTime(t, "ExpiresAt", mustGet(t, s, b.Key, t0).ExpiresAt, b.ExpiresAt)
+}
+
+// A final outcome with GraceUntil is delivered with it, as MarkDelivered right after
+// would record it; a non-final one ignores it, and a grace past the retention keeps it.
+func testFinishDelivered(t *testing.T, s asyncfn.Store) {
+	done := t0.Add(2 * time.Second)
+	grace := done.Add(10 * time.Minute)
+	ok, bad, late, retried := newBatch("echo", "ok-served", t0), newBatch("echo", "bad-served", t0),
+		newBatch("echo", "late-grace", t0), newBatch("echo", "retried-served", t0)
+	fail := &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "row 0: no."}
+	outcomes := []struct {
+		b *asyncfn.Batch
+		p asyncfn.FinishParams
+	}{
+		{ok, asyncfn.Succeed(done, []byte(`{"data":[[0,1]]}`))},
+		{bad, asyncfn.Fail(done, fail)},
+		{late, asyncfn.Succeed(done, []byte(`{"data":[[0,1]]}`))},
+		{retried, asyncfn.Retry(done, &asyncfn.Error{Kind: asyncfn.Retryable, Message: "later."}, done.Add(time.Second))},
+	}
+	for _, o := range outcomes {
+		mustCreate(t, s, o.b)
+		mustClaimKey(t, s, o.b.Key, "w", t0)
+		o.p.GraceUntil = grace
+		if o.b == late {
+			o.p.GraceUntil = o.b.ExpiresAt.Add(time.Hour)
+		}
+		if err := s.Finish(ctx, o.b.Key, "w", o.p); err != nil {
+			t.Fatalf("Finish of %s: %v", o.b.Key.BatchID, err)
+		}
+	}
+	for _, b := range []*asyncfn.Batch{ok, bad} {
+		got := mustGet(t, s, b.Key, done)
+		wantTime(t, b.Key.BatchID+" DeliveredAt", got.DeliveredAt, done)
+		wantTime(t, b.Key.BatchID+" ExpiresAt", got.ExpiresAt, grace)
+		// Delivered already: a later MarkDelivered changes nothing.
+		if err := s.MarkDelivered(ctx, b.Key, done.Add(time.Minute), grace.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		got = mustGet(t, s, b.Key, done)
+		wantTime(t, b.Key.BatchID+" DeliveredAt after MarkDelivered", got.DeliveredAt, done)
+		wantTime(t, b.Key.BatchID+" ExpiresAt after MarkDelivered", got.ExpiresAt, grace)
+	}
+	wantState(t, mustGet(t, s, ok.Key, done), asyncfn.Succeeded)
+	wantState(t, mustGet(t, s, bad.Key, done), asyncfn.Failed)
+	got := mustGet(t, s, late.Key, done)
+	wantTime(t, "DeliveredAt with a grace past the retention", got.DeliveredAt, done)
+	wantTime(t, "ExpiresAt with a grace past the retention", got.ExpiresAt, late.ExpiresAt)
+	got = mustGet(t, s, retried.Key, done)
+	wantState(t, got, asyncfn.Queued)
+	if !got.DeliveredAt.IsZero() {
+		t.Fatalf("a retried batch finished with GraceUntil was delivered at %v", got.DeliveredAt)
+	}
+	wantTime(t, "ExpiresAt of a retried batch", got.ExpiresAt, retried.ExpiresAt)
 }
 
 func testSweep(t *testing.T, s asyncfn.Store) {
