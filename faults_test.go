@@ -194,3 +194,87 @@ func TestReadyWhileWritesFail(t *testing.T) {
 		t.Fatalf("/readyz after healing = %d %s", status, body)
 	}
 }
+
+// atOnce returns a front end whose POSTs run their batches at once on a pool of its own
+// (as serve does) over store, with the pool's poll interval, started; stopped at cleanup.
+func atOnce(t *testing.T, store asyncfn.Store, poll time.Duration, fns ...asyncfn.Function) *asyncfn.Service {
+	t.Helper()
+	reg, err := asyncfn.NewRegistry(fns...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := asyncfn.NewHub()
+	pcfg := asyncfn.DefaultPoolConfig()
+	pcfg.PollInterval = poll
+	pool, err := asyncfn.NewPool(store, reg, hub, discard, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := asyncfn.DefaultServiceConfig()
+	cfg.SyncWait, cfg.Local = 200*time.Millisecond, pool
+	svc, err := asyncfn.NewService(store, reg, hub, discard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Start(context.Background())
+	t.Cleanup(pool.Stop)
+	return svc
+}
+
+// TestAnsweredBeforeRecorded: a batch run at once is answered on its POST as soon as its
+// function returns, before the store records the outcome, which it then records with the
+// delivery in one write (no MarkDelivered). A retried POST meanwhile finds it running and
+// does not run it again; once the write lands, it is answered from the store. Without the
+// fix the POST waited for the write, and a store slow to take it turned a 200 into a 202.
+func TestAnsweredBeforeRecorded(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	faulty := storetest.NewFaulty(memory.New())
+	svc := atOnce(t, faulty, 10*time.Millisecond, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	ctx := context.Background()
+	const body = `{"data":[[0,"x"]]}`
+	faulty.Fail(errOutage, storetest.OpFinish) // the outcome cannot be recorded for now
+	b, err := svc.Accept(ctx, request("f", "b", body))
+	if err != nil || b.State != asyncfn.Succeeded || string(b.Result) != body || b.DeliveredAt.IsZero() {
+		t.Fatalf("POST = %+v, %v; want answered with its rows, delivered", b, err)
+	}
+	if dup, err := svc.Accept(ctx, request("f", "b", body)); err != nil || dup.State != asyncfn.Running {
+		t.Fatalf("retried POST before the outcome is recorded = %+v, %v; want it running (202)", dup, err)
+	}
+	faulty.Heal()
+	var stored *asyncfn.Batch
+	waitFor(t, "recording the outcome", func() bool {
+		stored, err = faulty.Store.Get(ctx, b.Key, time.Now(), false)
+		return err == nil && stored.State == asyncfn.Succeeded
+	})
+	if stored.DeliveredAt.IsZero() || stored.ExpiresAt.Sub(stored.DeliveredAt) != asyncfn.DefaultServiceConfig().Grace {
+		t.Errorf("recorded %+v; want delivered, expiring a grace period after", stored)
+	}
+	dup, err := svc.Accept(ctx, request("f", "b", body))
+	if err != nil || dup.State != asyncfn.Succeeded || string(dup.Result) != body {
+		t.Fatalf("retried POST after the outcome is recorded = %+v, %v; want its rows", dup, err)
+	}
+	if n, m := calls.Load(), faulty.Calls(storetest.OpMarkDelivered); n != 1 || m != 0 {
+		t.Errorf("the function ran %d times and MarkDelivered was called %d times; want 1 and 0", n, m)
+	}
+}
+
+// TestAtOnceClaimsNothing: batches run at once free their worker slots without a claim
+// each; the claim loop only claims for news (a batch queued, a slot freed while batches
+// wait for one) or its poll. Without the fix every batch cost a claim transaction that
+// found nothing: 100 claims here.
+func TestAtOnceClaimsNothing(t *testing.T) {
+	t.Parallel()
+	faulty := storetest.NewFaulty(memory.New())
+	svc := atOnce(t, faulty, time.Hour, asyncfn.Function{Name: "f", Func: asyncfn.Echo})
+	waitFor(t, "the first claim", func() bool { return faulty.Calls(storetest.OpClaim) > 0 })
+	for i := range 100 {
+		b, err := svc.Accept(context.Background(), request("f", fmt.Sprint("b", i), `{"data":[[0,"x"]]}`))
+		if err != nil || b.State != asyncfn.Succeeded {
+			t.Fatalf("POST %d = %+v, %v", i, b, err)
+		}
+	}
+	if n := faulty.Calls(storetest.OpClaim); n > 2 {
+		t.Errorf("%d claims for 100 batches run at once, want at most 2", n)
+	}
+}

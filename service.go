@@ -205,6 +205,12 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	log := s.logger.With(LogFunction, r.Key.Function, LogBatchID, r.Key.BatchID, LogQueryID, r.QueryID)
 	deadline := time.Now().Add(s.cfg.SyncWait)
 	local := s.reserve(ctx, b, deadline)
+	var done <-chan *Batch // the end of a batch queued, subscribed to before it can end
+	if local == nil && s.cfg.SyncWait > 0 {
+		var unsubscribe func()
+		done, unsubscribe = s.hub.WaitDone(r.Key)
+		defer unsubscribe()
+	}
 	old, err := s.store.Create(ctx, b)
 	if err != nil {
 		local.release() // not created: the worker is free for others at once
@@ -216,7 +222,7 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		return s.runAtOnce(ctx, r, b, local, deadline, log)
 	case err == nil:
 		s.obs.BatchAccepted(info)
-		return s.queued(ctx, r, b, log)
+		return s.queued(ctx, r, b, done, log)
 	case errors.Is(err, ErrDuplicate):
 		info.Duplicate = true
 		s.obs.BatchAccepted(info)
@@ -229,18 +235,66 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 
 // atOnce is a batch about to run on a worker of this process reserved for it.
 type atOnce struct {
-	slot        *reservation
-	done        <-chan *Batch // the batch's end, subscribed to before it can finish
-	unsubscribe func()
+	slot   *reservation
+	answer *handoff
 }
 
-// release gives the worker back, for a batch that was not created, and stops waiting for
-// its end. It does nothing on nil.
+// release gives the worker back, for a batch that was not created. It does nothing on nil.
 func (a *atOnce) release() {
 	if a != nil {
 		a.slot.Cancel()
-		a.unsubscribe()
 	}
+}
+
+// handoff passes the end of an attempt run at once to the POST that waits for it before
+// the store records it: the POST answers while the worker writes, and a final answer
+// served so is recorded as delivered with its outcome (FinishParams.GraceUntil), in one
+// write. A retried POST or a GET meanwhile finds the batch running in the store, and
+// waits for that write.
+type handoff struct {
+	grace time.Duration // the grace period of an answer delivered
+	c     chan *Batch   // the batch as its attempt leaves it; buffered
+	mu    sync.Mutex
+	over  bool // taken by the worker, or given up by the POST
+}
+
+func newHandoff(grace time.Duration) *handoff {
+	return &handoff{grace: grace, c: make(chan *Batch, 1)}
+}
+
+// take reports whether the POST still waits, and if so holds it for send.
+func (h *handoff) take() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.over {
+		return false
+	}
+	h.over = true
+	return true
+}
+
+// send gives the POST, which take held, the batch as the attempt left it.
+func (h *handoff) send(b *Batch) { h.c <- b }
+
+// wait returns the batch the worker sends within d, or nil if there is none by then (or
+// ctx ends), after which take refuses.
+func (h *handoff) wait(ctx context.Context, d time.Duration) *Batch {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case b := <-h.c:
+		return b
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	taken := h.over
+	h.over = true
+	h.mu.Unlock()
+	if taken { // the worker is about to send
+		return <-h.c
+	}
+	return nil
 }
 
 // reserve holds a free worker of this process for b until deadline, if the POST may wait
@@ -261,32 +315,34 @@ func (s *Service) reserve(ctx context.Context, b *Batch, deadline time.Time) *at
 	}
 	slot.Lease(b)
 	b.Payload = nil
-	done, unsubscribe := s.hub.WaitDone(b.Key)
-	return &atOnce{slot: slot, done: done, unsubscribe: unsubscribe}
+	return &atOnce{slot: slot, answer: newHandoff(s.cfg.Grace)}
 }
 
 // runAtOnce runs a batch created claimed on the reserved worker, and answers from its
-// result if it finishes by deadline; if not, its payload is stored before the 202, so
-// that any worker can run it again if this process dies.
+// result if it finishes by deadline; if not (or it is to be retried), its payload is
+// stored before the 202, so that any worker can run it again if this process dies.
 func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *atOnce, deadline time.Time, log *slog.Logger) (*Batch, error) {
 	log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
-	defer local.unsubscribe()
 	running := *b
-	local.slot.Run(b, r.Rows)
-	got, err := s.hold(ctx, &running, time.Until(deadline), local.done)
-	if err == nil && got.State.Done() {
+	local.slot.Run(b, r.Rows, local.answer)
+	got := local.answer.wait(ctx, time.Until(deadline))
+	if got != nil && got.State.Done() {
 		return got, nil
 	}
-	if serr := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); serr != nil {
-		log.Error("could not store the payload of a batch still running", "err", serr)
-		return nil, serr
+	if got == nil {
+		got = &running
 	}
-	return got, err
+	if err := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); err != nil {
+		log.Error("could not store the payload of a batch still running", "err", err)
+		return nil, err
+	}
+	return got, nil
 }
 
 // queued announces a batch stored Queued to the workers (and the dispatcher, if any), and
-// waits up to SyncWait for its answer.
-func (s *Service) queued(ctx context.Context, r Request, b *Batch, log *slog.Logger) (*Batch, error) {
+// waits up to SyncWait for its answer, told by done; the batch as created is its state
+// until then, which spares a read of the store.
+func (s *Service) queued(ctx context.Context, r Request, b *Batch, done <-chan *Batch, log *slog.Logger) (*Batch, error) {
 	s.bumpDepth()
 	s.hub.Publish(Event{Key: r.Key, State: Queued})
 	log.Info("batch accepted", "rows", len(r.Rows), "bytes", len(r.Payload))
@@ -296,11 +352,11 @@ func (s *Service) queued(ctx context.Context, r Request, b *Batch, log *slog.Log
 			return nil, fmt.Errorf("%w: %v", ErrDispatch, err)
 		}
 	}
+	b.Payload = nil
 	if s.cfg.SyncWait <= 0 {
-		b.Payload = nil
 		return b, nil
 	}
-	return s.wait(ctx, r.Key, s.cfg.SyncWait)
+	return s.hold(ctx, b, s.cfg.SyncWait, done)
 }
 
 // duplicate answers a retried POST from the stored batch old, storing the payload it

@@ -165,7 +165,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 		return err
 	}
 	p.running.Add(1)
-	p.run(ctx, b, nil, func() {})
+	p.run(ctx, b, nil, nil, func() {})
 	return nil
 }
 
@@ -175,8 +175,13 @@ func (p *Pool) claimLoop(ctx context.Context) {
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
 	var backoff time.Duration
+	// backlog: batches may be queued that no claim has found yet (a batch was queued, a
+	// claim came back full, the store may hold work of other processes). A slot freed
+	// without a backlog is no news: a batch run at once frees its slot, and a claim per
+	// batch then would cost a store transaction that finds nothing.
+	backlog := true
 	for {
-		more, err := p.claimOnce(ctx)
+		more, starved, err := p.claimOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -195,25 +200,41 @@ func (p *Pool) claimLoop(ctx context.Context) {
 		if more {
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		case <-p.freed:
-		case <-ticker.C:
+		backlog = starved
+		for !p.news(ctx, wake, ticker.C, backlog) {
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		backlog = true
 	}
+}
+
+// news waits for a reason to claim: a batch queued, the poll interval, or a slot freed
+// while backlog says batches may be waiting for one. It reports false for a slot freed
+// without a backlog, and true when ctx is done.
+func (p *Pool) news(ctx context.Context, wake <-chan struct{}, tick <-chan time.Time, backlog bool) bool {
+	select {
+	case <-ctx.Done():
+	case <-wake:
+	case <-tick:
+	case <-p.freed:
+		return backlog
+	}
+	return true
 }
 
 // claimOnce claims as many batches as there are free slots and starts them, and reports
 // whether there may be more to claim: a claim came back with all it asked for. A claim
 // that found fewer took all there was, and the loop waits for news (a batch queued, a
-// slot freed) rather than pay a transaction to find nothing. Functions with a concurrency
-// of their own are claimed separately so that none gets more batches than it may run.
-func (p *Pool) claimOnce(ctx context.Context) (more bool, err error) {
+// slot freed) rather than pay a transaction to find nothing. starved reports that a
+// function could not be claimed for lack of free slots, so that a slot freed is news.
+// Functions with a concurrency of their own are claimed separately so that none gets
+// more batches than it may run.
+func (p *Pool) claimOnce(ctx context.Context) (more, starved bool, err error) {
 	free := cap(p.slots) - len(p.slots)
 	if free == 0 {
-		return false, nil
+		return false, true, nil
 	}
 	var unlimited []string
 	started := 0
@@ -223,25 +244,26 @@ func (p *Pool) claimOnce(ctx context.Context) (more bool, err error) {
 			unlimited = append(unlimited, name)
 			continue
 		}
-		n, full, err := p.claimAndStart(ctx, []string{name}, min(free-started, cap(sem)-len(sem)))
-		started, more = started+n, more || full
+		n, held, err := p.claimAndStart(ctx, []string{name}, min(free-started, cap(sem)-len(sem)))
+		started, more, starved = started+n, more || held > 0 && n == held, starved || held == 0
 		if err != nil {
-			return more, err
+			return more, starved, err
 		}
 	}
 	if len(unlimited) > 0 {
-		_, full, err := p.claimAndStart(ctx, unlimited, free-started)
-		more = more || full
+		n, held, err := p.claimAndStart(ctx, unlimited, free-started)
+		more, starved = more || held > 0 && n == held, starved || held == 0
 		if err != nil {
-			return more, err
+			return more, starved, err
 		}
 	}
-	return more, nil
+	return more, starved, nil
 }
 
-// claimAndStart claims up to limit batches of functions and starts them; full reports
-// that it got as many as it asked for (none asked: not full).
-func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (n int, full bool, err error) {
+// claimAndStart claims up to limit batches of functions and starts them: n of the held
+// slots it could take for them (it got all it asked for if n == held > 0; none held: no
+// slot was free).
+func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int) (n, held int, err error) {
 	// The slots are taken before the claim, so that every batch claimed starts at once
 	// under its heartbeat: a slot taken meanwhile by a batch run at once would otherwise
 	// leave a claimed batch waiting while its lease runs out, and another worker run it.
@@ -249,9 +271,9 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 	if len(functions) == 1 && p.perFunc[functions[0]] != nil {
 		limited = functions[0]
 	}
-	held := p.takeSlots(limited, limit)
+	held = p.takeSlots(limited, limit)
 	if held == 0 {
-		return 0, false, nil
+		return 0, 0, nil
 	}
 	batches, err := p.store.Claim(ctx, ClaimParams{Owner: p.cfg.ID, Now: p.now(), Lease: p.cfg.Lease, Limit: held, Functions: functions})
 	if err != nil {
@@ -261,13 +283,13 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 		p.unhold(limited) // not news for the claim loop, which would wake to claim again
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, held, err
 	}
 	for _, b := range batches {
 		p.running.Add(1)
-		go p.run(p.runCtx, b, nil, func() { p.release(b.Key.Function) })
+		go p.run(p.runCtx, b, nil, nil, func() { p.release(b.Key.Function) })
 	}
-	return len(batches), len(batches) == held, nil
+	return len(batches), held, nil
 }
 
 // takeSlots takes up to n free worker slots without waiting, and as many of function's
@@ -374,9 +396,10 @@ func (r *reservation) Lease(b *Batch) {
 	b.StartedAt, b.LeaseUntil = b.CreatedAt, b.CreatedAt.Add(r.pool.cfg.Lease)
 }
 
-// Run runs the created batch on the reserved slot in the background, from its rows.
-func (r *reservation) Run(b *Batch, rows []Row) {
-	go r.pool.run(r.pool.runCtx, b, rows, func() { r.pool.release(r.function) })
+// Run runs the created batch on the reserved slot in the background, from its rows, and
+// hands the end of its attempt to answer.
+func (r *reservation) Run(b *Batch, rows []Row, answer *handoff) {
+	go r.pool.run(r.pool.runCtx, b, rows, answer, func() { r.pool.release(r.function) })
 }
 
 // Cancel gives the slot back: the batch was not created.
@@ -388,8 +411,9 @@ func (r *reservation) Cancel() {
 // run runs one claimed batch to the end of its attempt and records the outcome. ctx is
 // cancelled when the pool gives up waiting at shutdown. It calls free, which gives back
 // the batch's worker slot, once the function has returned: the slot may take the next
-// batch while the outcome is written, a wait for the store's commit.
-func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, free func()) {
+// batch while the outcome is written, a wait for the store's commit. A batch run at once
+// hands its outcome to the waiting POST (answer, nil for others) before writing it.
+func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, free func()) {
 	defer p.running.Done()
 	freed := false
 	defer func() {
@@ -462,16 +486,24 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, free func()) {
 	if cp != nil && !finish.Outcome.Final() {
 		cp.flush(storeCtx) // the next attempt starts from there
 	}
+	answered := answer != nil && answer.take()
+	if answered {
+		if finish.Outcome.Final() {
+			finish.GraceUntil = now.Add(answer.grace)
+		}
+		p.finished(&info, b, finish)
+		answer.send(Finished(b, finish))
+	}
 	if err := p.finish(storeCtx, b.Key, finish, log); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
-		p.obs.BatchFinished(info)
+		if !answered {
+			p.obs.BatchFinished(info)
+		}
 		return
 	}
-	info.Outcome, info.Error = finish.Outcome, finish.Error
-	if info.Outcome.Final() {
-		info.Total = finish.Now.Sub(b.CreatedAt)
+	if !answered {
+		p.finished(&info, b, finish) // before publishing, so a waiting client sees it counted
 	}
-	p.obs.BatchFinished(info) // before publishing, so a waiting client sees it counted
 	if !finish.Outcome.Final() {
 		p.hub.Publish(Event{Key: b.Key, State: Queued})
 		return
@@ -484,6 +516,15 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, free func()) {
 	} else {
 		log.Info("batch succeeded", "rows", b.Rows, "duration", time.Since(began))
 	}
+}
+
+// finished tells the observer of the end of b's attempt with outcome f.
+func (p *Pool) finished(info *RunInfo, b *Batch, f FinishParams) {
+	info.Outcome, info.Error = f.Outcome, f.Error
+	if f.Outcome.Final() {
+		info.Total = f.Now.Sub(b.CreatedAt)
+	}
+	p.obs.BatchFinished(*info)
 }
 
 // call runs the function on the batch's rows not saved yet (b.Saved) within its timeout

@@ -93,9 +93,10 @@ func TestMetricsMove(t *testing.T) {
 	if got := after.value("asyncfn_store_up"); got != 1 {
 		t.Errorf("asyncfn_store_up = %g, want 1", got)
 	}
-	if got := after.value("asyncfn_store_batches", "state", "succeeded"); got != 2 {
-		t.Errorf("asyncfn_store_batches{state=succeeded} = %g, want 2", got)
-	}
+	// A batch answered on its POST is recorded just after its answer goes out.
+	opsEventually(t, "asyncfn_store_batches{state=succeeded} to be 2", func() bool {
+		return s.scrape().value("asyncfn_store_batches", "state", "succeeded") == 2
+	})
 	if got := after.value("asyncfn_store_errors_total", "operation", "create"); got != 0 {
 		t.Errorf("asyncfn_store_errors_total{operation=create} = %g: a duplicate or conflict is not a store error", got)
 	}
