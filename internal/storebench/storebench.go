@@ -20,7 +20,7 @@ const Concurrency = 16
 // each of the trips a batch takes:
 //
 //   - at-once: a batch run by the process that accepts it (serve with the defaults, a
-//     small batch): Create claimed without its payload, Finish, MarkDelivered;
+//     small batch): Create claimed without its payload, Finish with its delivery;
 //   - queued: a batch through the queue: Create with its payload, Claim, Finish, the Get
 //     of the poll that answers, MarkDelivered.
 //
@@ -98,17 +98,20 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 	}
 }
 
-// finish ends a claimed batch as a worker and the front end do: Finish, the poll's Get if
-// poll, MarkDelivered.
+// finish ends a claimed batch as a worker and the front end do: Finish with its delivery
+// for a batch answered on its POST; else Finish, the poll's Get, MarkDelivered.
 func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string, result []byte, poll bool) error {
 	now := time.Now()
-	if err := s.Finish(ctx, key, owner, asyncfn.Succeed(now, result)); err != nil {
+	done := asyncfn.Succeed(now, result)
+	if !poll {
+		done.GraceUntil = now.Add(10 * time.Minute)
+		return s.Finish(ctx, key, owner, done)
+	}
+	if err := s.Finish(ctx, key, owner, done); err != nil {
 		return err
 	}
-	if poll {
-		if b, err := s.Get(ctx, key, now, false); err != nil || b.State != asyncfn.Succeeded {
-			return fmt.Errorf("get after finish = %+v, %v", b, err)
-		}
+	if b, err := s.Get(ctx, key, now, false); err != nil || b.State != asyncfn.Succeeded {
+		return fmt.Errorf("get after finish = %+v, %v", b, err)
 	}
 	return s.MarkDelivered(ctx, key, now, now.Add(10*time.Minute))
 }
