@@ -489,28 +489,10 @@ func TestServiceLocalRun(t *testing.T) {
 		}
 		return asyncfn.Echo.Call(ctx, rows)
 	})
-	reg, err := asyncfn.NewRegistry(asyncfn.Function{Name: "f", Func: slow})
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := memory.New()
 	t.Cleanup(func() { store.Close() })
-	hub := asyncfn.NewHub()
-	pcfg := asyncfn.DefaultPoolConfig()
-	pcfg.PollInterval = 10 * time.Millisecond
-	pool, err := asyncfn.NewPool(store, reg, hub, discard, pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := asyncfn.DefaultServiceConfig()
-	cfg.SyncWait, cfg.Local = 100*time.Millisecond, pool
-	svc, err := asyncfn.NewService(store, reg, hub, discard, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := atOnce(t, store, 10*time.Millisecond, asyncfn.Function{Name: "f", Func: slow})
 	ctx := context.Background()
-	pool.Start(ctx)
-	t.Cleanup(pool.Stop)
 
 	b, err := svc.Accept(ctx, request("f", "quick", `{"data":[[0,"quick"]]}`))
 	if err != nil || b.State != asyncfn.Succeeded || string(b.Result) != `{"data":[[0,"quick"]]}` {
