@@ -102,7 +102,8 @@ func newQueries(schema string) queries {
 		// One statement, so that concurrent creates of a key store exactly one batch: a
 		// live row with the key stays as it is (no row is returned, the caller reads it),
 		// an expired one is replaced in place, as if it had been swept first (its saved
-		// rows deleted, its count of bytes saved reset).
+		// rows deleted, its count of bytes saved reset). Only a queued batch is news to
+		// other processes: one created claimed is run by its creator.
 		create: r.Replace(`WITH stale AS (
 				DELETE FROM {saved} AS s USING {t} AS old
 				WHERE old.function = $1 AND old.batch_id = $2 AND old.expires_at <= {created_at}
@@ -111,7 +112,7 @@ func newQueries(schema string) queries {
 			INSERT INTO {t} AS b ({columns}) VALUES ({values})
 			ON CONFLICT (function, batch_id) DO UPDATE SET {excluded}, saved_bytes = 0
 			WHERE b.expires_at <= excluded.created_at
-			RETURNING {notify}({ch}, b.state, b.function, b.batch_id)`),
+			RETURNING CASE WHEN b.state = 'queued' THEN {notify}({ch}, b.state, b.function, b.batch_id) END`),
 		get:        r.Replace(`SELECT {cols} FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3`),
 		getPayload: r.Replace(`SELECT {cols+payload} FROM {t} WHERE function = $1 AND batch_id = $2 AND expires_at > $3`),
 		// The candidates are picked and locked with SKIP LOCKED, so concurrent claimers
