@@ -19,103 +19,181 @@ const MaxResultBytes = 10 << 20
 // is an InvalidInput *Error whose message is one sentence for the SQL user.
 //
 // It reads as encoding/json would decode the body into struct{ Data *[][]json.RawMessage }
-// (the key matched case-insensitively, the last of duplicate keys winning), but in two
-// passes instead of four: the body is validated once, then split without copying, the
-// arguments of all rows sharing one backing array. This is the hot path of every POST and
-// of every batch a worker runs.
+// (the key matched case-insensitively, the last of duplicate keys winning, whatever the
+// others hold) and refuses text that is not valid UTF-8, but in one pass: the body is
+// checked, as JSON and as UTF-8, and split at once, without copying, the arguments of all
+// rows sharing one backing array. Of a body's faults, invalid JSON is told first, then
+// its shape, then invalid UTF-8. This is the hot path of every POST and of every batch a
+// worker runs.
 func ParseRows(body []byte) ([]Row, error) {
-	if !json.Valid(body) {
-		var v any
-		err := json.Unmarshal(body, &v)
-		if err == nil { // not reached: Valid and Unmarshal agree
-			err = errors.New("invalid JSON")
-		}
-		return nil, InvalidInputf("the request body is not valid JSON: %s.", trimJSONError(err))
-	}
 	i := wire.SkipSpace(body, 0)
-	switch body[i] {
-	case 'n':
-		return nil, errNoData
-	case '{':
-	default:
+	if i == len(body) || body[i] != '{' {
+		switch {
+		case !wire.Valid(body):
+			return nil, notJSON(body)
+		case body[i] == 'n':
+			return nil, errNoData
+		}
 		return nil, InvalidInputf("the request body is not a JSON object of the form {\"data\": [[0, ...], ...]}.")
 	}
-	data := -1 // offset of the last "data" value
-	for i = wire.SkipSpace(body, i+1); body[i] != '}'; {
-		keyEnd := wire.SkipValue(body, i)
+	var p rowParser
+	err := errNoData // about the last "data" value, told once the whole body is valid JSON
+	badUTF8 := false // anywhere in the body
+	i = wire.SkipSpace(body, i+1)
+	for member := i < len(body) && body[i] != '}'; member; {
+		if i == len(body) || body[i] != '"' {
+			return nil, notJSON(body)
+		}
+		keyEnd, badKey := wire.Value(body, i, 1)
+		if keyEnd < 0 {
+			return nil, notJSON(body)
+		}
 		key := body[i+1 : keyEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var k string
-			_ = json.Unmarshal(body[i:keyEnd], &k) // valid: checked above
+			_ = json.Unmarshal(body[i:keyEnd], &k) // valid: checked by Value
 			key = []byte(k)
 		}
-		i = wire.SkipSpace(body, wire.SkipSpace(body, keyEnd)+1) // past the colon
-		if bytes.EqualFold(key, []byte("data")) {
-			data = i
+		if i = wire.SkipSpace(body, keyEnd); i == len(body) || body[i] != ':' {
+			return nil, notJSON(body)
 		}
-		i = wire.SkipSpace(body, wire.SkipValue(body, i))
-		if body[i] == ',' {
+		i = wire.SkipSpace(body, i+1)
+		var end int
+		var badValue bool
+		if bytes.EqualFold(key, []byte("data")) {
+			end, badValue, err = p.parse(body, i)
+		} else {
+			end, badValue = wire.Value(body, i, 1)
+		}
+		if end < 0 {
+			return nil, notJSON(body)
+		}
+		badUTF8 = badUTF8 || badKey || badValue
+		if i = wire.SkipSpace(body, end); i < len(body) && body[i] == ',' {
 			i = wire.SkipSpace(body, i+1)
+		} else {
+			member = false
 		}
 	}
 	switch {
-	case data < 0 || body[data] == 'n':
-		return nil, errNoData
-	case body[data] != '[':
-		return nil, InvalidInputf("the request body's \"data\" is not an array of rows.")
-	}
-	var rows []Row
-	var args []json.RawMessage
-	var bounds []int // end of each row's arguments in args
-	for i = wire.SkipSpace(body, data+1); body[i] != ']'; {
-		n := len(rows)
-		if body[i] != '[' || body[wire.SkipSpace(body, i+1)] == ']' {
-			return nil, InvalidInputf("row %d of the request is not an array starting with its row number.", n)
-		}
-		i = wire.SkipSpace(body, i+1)
-		end := wire.SkipValue(body, i)
-		number, ok := atoi(body[i:end])
-		if !ok {
-			return nil, InvalidInputf("row %d of the request does not start with its row number; rows must be numbered 0, 1, 2, ... in order.", n)
-		}
-		if number != n {
-			return nil, InvalidInputf("row %d of the request is numbered %d; rows must be numbered 0, 1, 2, ... in order.", n, number)
-		}
-		for i = wire.SkipSpace(body, end); body[i] == ','; {
-			start := wire.SkipSpace(body, i+1)
-			i = wire.SkipValue(body, start)
-			args = append(args, body[start:i])
-			i = wire.SkipSpace(body, i)
-		}
-		rows = append(rows, Row{Number: number})
-		bounds = append(bounds, len(args))
-		i = wire.SkipSpace(body, i+1) // past the row's ']'
-		if body[i] == ',' {
-			i = wire.SkipSpace(body, i+1)
-		}
-	}
-	start := 0
-	for r := range rows {
-		rows[r].Args = args[start:bounds[r]:bounds[r]]
-		start = bounds[r]
-	}
-	if rows == nil {
-		rows = []Row{}
-	}
+	case i == len(body) || body[i] != '}' || wire.SkipSpace(body, i+1) != len(body):
+		return nil, notJSON(body)
+	case err != nil:
+		return nil, err
 	// encoding/json accepts invalid UTF-8 in strings (it decodes it as U+FFFD), and a
 	// function given the raw bytes would echo them into an answer that is not JSON.
 	// Snowflake sends only valid UTF-8: a body that is not was made by something else.
-	if !utf8.Valid(body) {
-		for _, r := range rows {
-			for _, a := range r.Args {
-				if !utf8.Valid(a) {
-					return nil, InvalidInputf("row %d of the request holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.", r.Number)
-				}
-			}
-		}
+	case p.badRow >= 0:
+		return nil, InvalidInputf("row %d of the request holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.", p.badRow)
+	case badUTF8:
 		return nil, InvalidInputf("the request body holds text that is not valid UTF-8; send text encoded as UTF-8, as Snowflake does.")
 	}
-	return rows, nil
+	return p.result(), nil
+}
+
+// rowParser splits the value of a "data" key into rows.
+type rowParser struct {
+	rows   []Row
+	args   []json.RawMessage
+	bounds []int // end of each row's arguments in args
+	badRow int   // the first row whose arguments hold text that is not UTF-8, or -1
+}
+
+// parse reads the "data" value at body[i], replacing the rows of any before it. It
+// returns the offset past the value, or -1 if it is not valid JSON; whether its strings
+// hold bytes that are not UTF-8; and why its rows are not ones ParseRows returns, if so.
+func (p *rowParser) parse(body []byte, i int) (end int, badUTF8 bool, err error) {
+	p.rows, p.args, p.bounds, p.badRow = p.rows[:0], p.args[:0], p.bounds[:0], -1
+	if end, err = p.split(body, i); err != nil {
+		// split stopped at the fault: the rest must still be valid JSON.
+		end, badUTF8 = wire.Value(body, i, 1)
+		return end, badUTF8, err
+	}
+	return end, p.badRow >= 0, nil
+}
+
+// split reads the rows of the "data" value at body[i] and returns the offset past it. It
+// returns -1 and a nil error if the value is not valid JSON, or -1 and the error of the
+// first row that is not as Snowflake sends it (if the value is valid JSON).
+func (p *rowParser) split(body []byte, i int) (int, error) {
+	switch {
+	case i < len(body) && body[i] == 'n':
+		return -1, errNoData
+	case i == len(body) || body[i] != '[':
+		return -1, InvalidInputf("the request body's \"data\" is not an array of rows.")
+	}
+	if i = wire.SkipSpace(body, i+1); i < len(body) && body[i] == ']' {
+		return i + 1, nil
+	}
+	for {
+		n := len(p.rows)
+		if i == len(body) || body[i] != '[' {
+			return -1, InvalidInputf("row %d of the request is not an array starting with its row number.", n)
+		}
+		if i = wire.SkipSpace(body, i+1); i < len(body) && body[i] == ']' {
+			return -1, InvalidInputf("row %d of the request is not an array starting with its row number.", n)
+		}
+		// data, the array of rows and a row are the three arrays and objects around.
+		end, _ := wire.Value(body, i, 3)
+		if end < 0 {
+			return -1, nil
+		}
+		number, ok := atoi(body[i:end])
+		if !ok {
+			return -1, InvalidInputf("row %d of the request does not start with its row number; rows must be numbered 0, 1, 2, ... in order.", n)
+		}
+		if number != n {
+			return -1, InvalidInputf("row %d of the request is numbered %d; rows must be numbered 0, 1, 2, ... in order.", n, number)
+		}
+		for i = wire.SkipSpace(body, end); i < len(body) && body[i] == ','; {
+			start := wire.SkipSpace(body, i+1)
+			end, bad := wire.Value(body, start, 3)
+			if end < 0 {
+				return -1, nil
+			}
+			if bad && p.badRow < 0 {
+				p.badRow = n
+			}
+			p.args = append(p.args, body[start:end])
+			i = wire.SkipSpace(body, end)
+		}
+		if i == len(body) || body[i] != ']' {
+			return -1, nil
+		}
+		p.rows = append(p.rows, Row{Number: number})
+		p.bounds = append(p.bounds, len(p.args))
+		if i = wire.SkipSpace(body, i+1); i < len(body) && body[i] == ',' {
+			i = wire.SkipSpace(body, i+1)
+			continue
+		}
+		if i == len(body) || body[i] != ']' {
+			return -1, nil
+		}
+		return i + 1, nil
+	}
+}
+
+// result returns the rows read, each with its slice of the arguments.
+func (p *rowParser) result() []Row {
+	start := 0
+	for r := range p.rows {
+		p.rows[r].Args = p.args[start:p.bounds[r]:p.bounds[r]]
+		start = p.bounds[r]
+	}
+	if p.rows == nil {
+		return []Row{}
+	}
+	return p.rows
+}
+
+// notJSON returns the error of a body that is not valid JSON, in encoding/json's words.
+func notJSON(body []byte) error {
+	var v any
+	err := json.Unmarshal(body, &v)
+	if err == nil { // not reached: wire.Valid and Unmarshal agree
+		err = errors.New("invalid JSON")
+	}
+	return InvalidInputf("the request body is not valid JSON: %s.", trimJSONError(err))
 }
 
 var errNoData = InvalidInputf("the request body has no \"data\" array of rows.")

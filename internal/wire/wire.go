@@ -1,7 +1,8 @@
 // Package wire reads the pieces of Snowflake's wire format that both ends of the
-// protocol need: boundaries of values in JSON text already checked by json.Valid, and
-// HTTP's deflate in its two spellings. The service (requests) and the caller (answers)
-// share it.
+// protocol need: JSON values checked as json.Valid and utf8.Valid would, in one pass that
+// also finds where they end (Value, Valid); boundaries of values in JSON text already
+// checked (SkipValue, Member, Elements); and HTTP's deflate in its two spellings. The
+// service (requests) and the caller (answers) share it.
 package wire
 
 import (
