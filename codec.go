@@ -287,7 +287,7 @@ func appendValue(buf *bytes.Buffer, enc *json.Encoder, r Row, v any) error {
 		buf.WriteString("null")
 	case json.RawMessage:
 		// One of the row's own arguments (an echo) was validated with the request.
-		if !isArgOf(v, r) && !json.Valid(v) {
+		if !isArgOf(v, r) && !wire.Valid(v) {
 			return fmt.Errorf("the function returned invalid JSON for row %d", r.Number)
 		}
 		buf.Write(v)

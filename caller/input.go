@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
 // Format is an input file's format.
@@ -521,7 +523,7 @@ func (j *jsonlReader) row(line []byte) (Row, error) {
 		}
 		return row, nil
 	default:
-		if !json.Valid(line) {
+		if !wire.Valid(line) {
 			return nil, j.lineError(errors.New("not a JSON value"))
 		}
 		return Row{append(json.RawMessage(nil), line...)}, nil

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
 // ArgType is the SQL type of a function argument. Snowflake sends each argument as its
@@ -158,7 +160,7 @@ func (t ArgType) appendValue(b []byte, field string) ([]byte, error) {
 		return nil, fmt.Errorf("%q is not a BOOLEAN: use true or false (or t, yes, y, on, 1; f, no, n, off, 0)", field)
 	}
 	switch {
-	case !json.Valid([]byte(s)):
+	case !wire.Valid([]byte(s)):
 		return nil, fmt.Errorf("%q is not JSON, as a %s value must be", field, t.SQL)
 	case t.kind == kindObject && s[0] != '{':
 		return nil, fmt.Errorf("%q is not a JSON object, as an OBJECT value must be", field)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/internal/wire"
 	"github.com/asyncfn/asyncfn/ratelimit"
 )
 
@@ -277,7 +278,7 @@ func (f *RowFunction) request(ctx context.Context, r asyncfn.Row) (*request, *ro
 	if len(req.body) > 0 && req.header.Get("Content-Type") == "" {
 		req.header.Set("Content-Type", "application/json")
 	}
-	if len(req.body) > 0 && isJSON(req.header.Get("Content-Type")) && !json.Valid(req.body) {
+	if len(req.body) > 0 && isJSON(req.header.Get("Content-Type")) && !wire.Valid(req.body) {
 		return nil, f.rowError(asyncfn.InvalidInput, 0, "body: the template did not give valid JSON%s; write an argument as {{json (arg 0)}}, not in quotes", quote(req.body))
 	}
 	for _, name := range req.secrets {
@@ -323,7 +324,7 @@ func (f *RowFunction) value(answer []byte) (json.RawMessage, string) {
 		return nil, fmt.Sprintf("with more than %d MB", caller.MaxAnswerBytes>>20)
 	case len(bytes.TrimSpace(answer)) == 0 && f.path == nil:
 		return nil, "" // no content: NULL
-	case !json.Valid(answer):
+	case !wire.Valid(answer):
 		return nil, "with a body that is not JSON" + quote(answer)
 	}
 	v := answer
