@@ -79,6 +79,13 @@ func TestStatusPage(t *testing.T) {
 	if r := s.post("picky", "failing-batch", `[[0,"x"]]`, "sf-custom-api-key", authKey1); r.Status != 400 {
 		t.Fatalf("POST to picky: %d %s", r.Status, r.Body)
 	}
+	// A batch answered on its POST is recorded just after; a poll of it answers once it
+	// is, and the page then reads the store as the batches left it.
+	for fn, id := range map[string]string{"echo": batchID, "picky": "failing-batch"} {
+		if r := s.do("GET", "/"+fn, "", "sf-external-function-query-batch-id", id, "sf-custom-api-key", authKey1); r.Status != 200 && r.Status != 400 {
+			t.Fatalf("GET of %s: %d %s", id, r.Status, r.Body)
+		}
+	}
 	// The JSON the page polls says the same.
 	var snap struct {
 		Functions []struct {
