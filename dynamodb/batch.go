@@ -92,18 +92,28 @@ func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPay
 // get reads the batch at key with a consistent read: ErrNotFound if there is none or it
 // has expired at now.
 func (s *Store) get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
-	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(s.table),
-		Key:            metaKey(key),
-		ConsistentRead: aws.Bool(true),
-	})
+	it, err := s.readMeta(ctx, key, "")
+	if err != nil {
+		return nil, err
+	}
+	if it == nil || !getT(it, aExpiresAt).After(now) {
+		return nil, asyncfn.ErrNotFound
+	}
+	return s.batchOf(ctx, it, withPayload)
+}
+
+// readMeta reads the meta item of the batch at key with a consistent read, only the
+// attributes of the projection proj (all if empty); nil if there is none.
+func (s *Store) readMeta(ctx context.Context, key asyncfn.Key, proj string) (item, error) {
+	in := &dynamodb.GetItemInput{TableName: aws.String(s.table), Key: metaKey(key), ConsistentRead: aws.Bool(true)}
+	if proj != "" {
+		in.ProjectionExpression, in.ExpressionAttributeNames = aws.String(proj), names(proj)
+	}
+	out, err := s.client.GetItem(ctx, in)
 	if err != nil {
 		return nil, errorOf(err, errConditionFailed)
 	}
-	if out.Item == nil || !getT(out.Item, aExpiresAt).After(now) {
-		return nil, asyncfn.ErrNotFound
-	}
-	return s.batchOf(ctx, out.Item, withPayload)
+	return out.Item, nil
 }
 
 // batchOf decodes a meta item and reads its result, and its payload if withPayload.
@@ -342,20 +352,14 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		pk := pkOf(key)
 		var ttl int64
 		if len(p.Result) > inlineMax {
-			cur, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-				TableName:                aws.String(s.table),
-				Key:                      metaKey(key),
-				ConsistentRead:           aws.Bool(true),
-				ProjectionExpression:     aws.String("#state, #owner, #expires_at"),
-				ExpressionAttributeNames: names("#state, #owner, #expires_at"),
-			})
+			cur, err := s.readMeta(ctx, key, "#state, #owner, #expires_at")
 			if err != nil {
-				return errorOf(err, errConditionFailed)
+				return err
 			}
-			if getS(cur.Item, aState) != string(asyncfn.Running) || getS(cur.Item, aOwner) != owner {
+			if getS(cur, aState) != string(asyncfn.Running) || getS(cur, aOwner) != owner {
 				return asyncfn.ErrLeaseLost
 			}
-			ttl = ttlOf(getT(cur.Item, aExpiresAt))
+			ttl = ttlOf(getT(cur, aExpiresAt))
 		}
 		blob, err := s.putBlob(ctx, pk, aResult, p.Result, ttl)
 		if err != nil {
@@ -551,24 +555,20 @@ func (s *Store) SavePayload(ctx context.Context, key asyncfn.Key, now time.Time,
 	if s.closed.Load() {
 		return asyncfn.ErrClosed
 	}
-	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(s.table),
-		Key:            metaKey(key),
-		ConsistentRead: aws.Bool(true),
-	})
+	it, err := s.readMeta(ctx, key, "")
 	if err != nil {
-		return errorOf(err, errConditionFailed)
+		return err
 	}
-	if out.Item == nil || !getT(out.Item, aExpiresAt).After(now) {
+	if it == nil || !getT(it, aExpiresAt).After(now) {
 		return asyncfn.ErrNotFound
 	}
-	if _, inline := out.Item[aPayload]; inline {
+	if _, inline := it[aPayload]; inline {
 		return nil
 	}
-	if _, chunked := out.Item[aPayload+idSuffix]; chunked {
+	if _, chunked := it[aPayload+idSuffix]; chunked {
 		return nil
 	}
-	attrs, err := s.putBlob(ctx, pkOf(key), aPayload, payload, getN(out.Item, aTTL))
+	attrs, err := s.putBlob(ctx, pkOf(key), aPayload, payload, getN(it, aTTL))
 	if err != nil {
 		return err
 	}

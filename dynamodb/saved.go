@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/asyncfn/asyncfn"
@@ -133,21 +131,14 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 // more bytes keep it within asyncfn.MaxSavedBytes; else ErrLeaseLost or
 // ErrCheckpointTooLarge.
 func (s *Store) checkpointable(ctx context.Context, key asyncfn.Key, owner string, now time.Time, n int64) (int64, error) {
-	proj := "#state, #owner, #expires_at, #saved_bytes"
-	cur, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      metaKey(key),
-		ConsistentRead:           aws.Bool(true),
-		ProjectionExpression:     aws.String(proj),
-		ExpressionAttributeNames: names(proj),
-	})
+	cur, err := s.readMeta(ctx, key, "#state, #owner, #expires_at, #saved_bytes")
 	switch {
 	case err != nil:
-		return 0, errorOf(err, errConditionFailed)
-	case getS(cur.Item, aState) != string(asyncfn.Running) || getS(cur.Item, aOwner) != owner || !getT(cur.Item, aExpiresAt).After(now):
+		return 0, err
+	case getS(cur, aState) != string(asyncfn.Running) || getS(cur, aOwner) != owner || !getT(cur, aExpiresAt).After(now):
 		return 0, asyncfn.ErrLeaseLost
-	case getN(cur.Item, aSavedBytes)+n > asyncfn.MaxSavedBytes:
+	case getN(cur, aSavedBytes)+n > asyncfn.MaxSavedBytes:
 		return 0, asyncfn.ErrCheckpointTooLarge
 	}
-	return ttlOf(getT(cur.Item, aExpiresAt)), nil
+	return ttlOf(getT(cur, aExpiresAt)), nil
 }
