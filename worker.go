@@ -487,12 +487,14 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 		cp.flush(storeCtx) // the next attempt starts from there
 	}
 	answered := answer != nil && answer.take()
+	if answered && finish.Outcome.Final() {
+		finish.GraceUntil = now.Add(answer.grace)
+	}
+	done := Finished(b, finish)
+	done.Payload = nil
 	if answered {
-		if finish.Outcome.Final() {
-			finish.GraceUntil = now.Add(answer.grace)
-		}
 		p.finished(&info, b, finish)
-		answer.send(Finished(b, finish))
+		answer.send(done)
 	}
 	if err := p.finish(storeCtx, b.Key, finish, log); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
@@ -508,8 +510,6 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 		p.hub.Publish(Event{Key: b.Key, State: Queued})
 		return
 	}
-	done := Finished(b, finish)
-	done.Payload = nil
 	p.hub.Publish(Event{Key: b.Key, State: done.State, Batch: done})
 	if finish.Error != nil {
 		log.Warn("batch failed", "kind", finish.Error.Kind, "err", finish.Error.Message, "duration", time.Since(began))
