@@ -476,9 +476,11 @@ func TestStandardErrorNamesTheBatch(t *testing.T) {
 	if _, err := p.Call(ctx, rowsOf(`"x"`)); !errors.Is(err, process.ErrTimeout) {
 		t.Fatalf("error %v, want the timeout", err)
 	}
+	// The process's command holds the same words, and the restarted process's start
+	// is logged with it: look for the line as the standard error's log gives it.
 	var line string
 	for l := range strings.Lines(logs.String()) {
-		if strings.Contains(l, "scoring went wrong") {
+		if strings.Contains(l, `line="scoring went wrong"`) {
 			line = l
 		}
 	}
