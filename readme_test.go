@@ -223,7 +223,8 @@ func TestReadmeCommands(t *testing.T) {
 				}
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			// A cross-compile on a cold build cache (make -C deploy/aws) takes minutes.
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 			cmd := exec.CommandContext(ctx, "bash", "-c", c)
 			cmd.Dir, cmd.Env, cmd.Stderr = root, env, &stderr
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
