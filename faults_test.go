@@ -196,29 +196,37 @@ func TestReadyWhileWritesFail(t *testing.T) {
 }
 
 // atOnce returns a front end whose POSTs run their batches at once on a pool of its own
-// (as serve does) over store, with the pool's poll interval, started; stopped at cleanup.
-func atOnce(t *testing.T, store asyncfn.Store, poll time.Duration, fns ...asyncfn.Function) *asyncfn.Service {
+// (as serve does) over store, waiting 200ms for them, its configuration and the pool's
+// then edited by edit (if not nil), and the pool, started; stopped at cleanup.
+func atOnce(t *testing.T, store asyncfn.Store, edit func(*asyncfn.ServiceConfig, *asyncfn.PoolConfig), fns ...asyncfn.Function) (*asyncfn.Service, *asyncfn.Pool) {
 	t.Helper()
 	reg, err := asyncfn.NewRegistry(fns...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hub := asyncfn.NewHub()
-	pcfg := asyncfn.DefaultPoolConfig()
-	pcfg.PollInterval = poll
+	cfg, pcfg := asyncfn.DefaultServiceConfig(), asyncfn.DefaultPoolConfig()
+	cfg.SyncWait = 200 * time.Millisecond
+	if edit != nil {
+		edit(&cfg, &pcfg)
+	}
 	pool, err := asyncfn.NewPool(store, reg, hub, discard, pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := asyncfn.DefaultServiceConfig()
-	cfg.SyncWait, cfg.Local = 200*time.Millisecond, pool
+	cfg.Local = pool
 	svc, err := asyncfn.NewService(store, reg, hub, discard, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool.Start(context.Background())
 	t.Cleanup(pool.Stop)
-	return svc
+	return svc, pool
+}
+
+// pollEvery is an edit for atOnce: the pool polls the store every d.
+func pollEvery(d time.Duration) func(*asyncfn.ServiceConfig, *asyncfn.PoolConfig) {
+	return func(_ *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) { p.PollInterval = d }
 }
 
 // TestAnsweredBeforeRecorded: a batch run at once is answered on its POST as soon as its
@@ -230,7 +238,7 @@ func TestAnsweredBeforeRecorded(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
 	faulty := storetest.NewFaulty(memory.New())
-	svc := atOnce(t, faulty, 10*time.Millisecond, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	svc, _ := atOnce(t, faulty, pollEvery(10*time.Millisecond), asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
 	ctx := context.Background()
 	const body = `{"data":[[0,"x"]]}`
 	faulty.Fail(errOutage, storetest.OpFinish) // the outcome cannot be recorded for now
@@ -266,7 +274,7 @@ func TestAnsweredBeforeRecorded(t *testing.T) {
 func TestAtOnceClaimsNothing(t *testing.T) {
 	t.Parallel()
 	faulty := storetest.NewFaulty(memory.New())
-	svc := atOnce(t, faulty, time.Hour, asyncfn.Function{Name: "f", Func: asyncfn.Echo})
+	svc, _ := atOnce(t, faulty, pollEvery(time.Hour), asyncfn.Function{Name: "f", Func: asyncfn.Echo})
 	waitFor(t, "the first claim", func() bool { return faulty.Calls(storetest.OpClaim) > 0 })
 	for i := range 100 {
 		b, err := svc.Accept(context.Background(), request("f", fmt.Sprint("b", i), `{"data":[[0,"x"]]}`))

@@ -64,6 +64,13 @@ type ServiceConfig struct {
 	// with the rows already parsed, and answers from the result in memory. Default nil:
 	// every batch goes through the queue.
 	Local *Pool
+	// Exclusive tells that no other process uses the store (SQLite, which locks its
+	// file; memory). A batch run at once by Local is then stored when its attempt ends,
+	// in the writes that follow its answer, rather than created before it runs: this
+	// process alone could create its key meanwhile, and holds a retried POST of it until
+	// it is stored. Functions that save rows as they go (Checkpoint) are created first.
+	// Default false.
+	Exclusive bool
 }
 
 // DefaultServiceConfig returns the documented defaults.
@@ -110,6 +117,7 @@ type Service struct {
 	cfg      ServiceConfig
 	now      func() time.Time
 	obs      Observer
+	keys     keyLocks // the POSTs of a key take turns, with Exclusive
 
 	depthMu     sync.Mutex
 	depth       int
@@ -203,6 +211,13 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		ExpiresAt:   now.Add(s.cfg.Retention),
 	}
 	log := s.logger.With(LogFunction, r.Key.Function, LogBatchID, r.Key.BatchID, LogQueryID, r.QueryID)
+	unlock := func() {}
+	if s.cfg.Exclusive {
+		var err error
+		if unlock, err = s.keys.lock(ctx, r.Key); err != nil {
+			return nil, err
+		}
+	}
 	deadline := time.Now().Add(s.cfg.SyncWait)
 	local := s.reserve(ctx, b, deadline)
 	var done <-chan *Batch // the end of a batch queued, subscribed to before it can end
@@ -211,15 +226,30 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		done, unsubscribe = s.hub.WaitDone(r.Key)
 		defer unsubscribe()
 	}
-	old, err := s.store.Create(ctx, b)
+	runFirst := local != nil && s.cfg.Exclusive && !r.Function.Checkpoint.Enabled()
+	var old *Batch
+	var err error
+	if runFirst {
+		old, err = s.lookup(ctx, b)
+	} else {
+		old, err = s.store.Create(ctx, b)
+	}
 	if err != nil {
 		local.release() // not created: the worker is free for others at once
 	}
 	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: len(r.Rows), Bytes: len(r.Payload), Duration: s.now().Sub(now)}
 	switch {
+	case err == nil && runFirst:
+		s.obs.BatchAccepted(info)
+		local.first = newFirstRun(s.store, b, r.Payload, s.cfg.Local.cfg.Lease, unlock) // the key stays taken until the batch is stored
+		return s.runAtOnce(ctx, r, b, local, deadline, log)
 	case err == nil && local != nil:
+		unlock()
 		s.obs.BatchAccepted(info)
 		return s.runAtOnce(ctx, r, b, local, deadline, log)
+	}
+	unlock()
+	switch {
 	case err == nil:
 		s.obs.BatchAccepted(info)
 		return s.queued(ctx, r, b, done, log)
@@ -233,10 +263,27 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 	return nil, err
 }
 
+// lookup checks b's key in the store as Create would, for a batch to run before it is
+// stored (ServiceConfig.Exclusive): nil if it is free; the live batch under it with
+// ErrDuplicate, or with ErrConflict if its body differs.
+func (s *Service) lookup(ctx context.Context, b *Batch) (*Batch, error) {
+	old, err := s.store.Get(ctx, b.Key, b.CreatedAt, false)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case old.Digest != b.Digest:
+		return old, ErrConflict
+	}
+	return old, ErrDuplicate
+}
+
 // atOnce is a batch about to run on a worker of this process reserved for it.
 type atOnce struct {
 	slot   *reservation
 	answer *handoff
+	first  *firstRun // stores the batch, if it runs before it is stored
 }
 
 // release gives the worker back, for a batch that was not created. It does nothing on nil.
@@ -318,13 +365,14 @@ func (s *Service) reserve(ctx context.Context, b *Batch, deadline time.Time) *at
 	return &atOnce{slot: slot, answer: newHandoff(s.cfg.Grace)}
 }
 
-// runAtOnce runs a batch created claimed on the reserved worker, and answers from its
-// result if it finishes by deadline; if not (or it is to be retried), its payload is
-// stored before the 202, so that any worker can run it again if this process dies.
+// runAtOnce runs a batch created claimed (or not stored yet: local.first) on the reserved
+// worker, and answers from its result if it finishes by deadline; if not (or it is to be
+// retried), its payload is stored before the 202 (with the batch, if it is not stored
+// yet), so that any worker can run it again if this process dies.
 func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *atOnce, deadline time.Time, log *slog.Logger) (*Batch, error) {
 	log.Info("batch accepted; running at once", "rows", len(r.Rows), "bytes", len(r.Payload))
 	running := *b
-	local.slot.Run(b, r.Rows, local.answer)
+	local.slot.Run(b, r.Rows, local.answer, local.first)
 	got := local.answer.wait(ctx, time.Until(deadline))
 	if got != nil && got.State.Done() {
 		return got, nil
@@ -332,7 +380,12 @@ func (s *Service) runAtOnce(ctx context.Context, r Request, b *Batch, local *atO
 	if got == nil {
 		got = &running
 	}
-	if err := s.store.SavePayload(context.WithoutCancel(ctx), r.Key, s.now(), r.Payload); err != nil {
+	storeCtx := context.WithoutCancel(ctx)
+	store := func() error { return s.store.SavePayload(storeCtx, r.Key, s.now(), r.Payload) }
+	if local.first != nil {
+		store = func() error { return local.first.storeRunning(storeCtx, s.now()) }
+	}
+	if err := store(); err != nil {
 		log.Error("could not store the payload of a batch still running", "err", err)
 		return nil, err
 	}
@@ -379,6 +432,9 @@ func (s *Service) duplicate(ctx context.Context, r Request, old *Batch, now time
 // while it is unfinished. ErrNotFound if the batch is unknown or expired.
 func (s *Service) Poll(ctx context.Context, key Key) (*Batch, error) {
 	if _, err := s.Function(key.Function); err != nil {
+		return nil, err
+	}
+	if err := s.keys.wait(ctx, key); err != nil { // a batch of key may run unstored
 		return nil, err
 	}
 	return s.wait(ctx, key, s.cfg.PollWait)
@@ -466,7 +522,7 @@ func (s *Service) delivered(ctx context.Context, b *Batch) *Batch {
 	}
 	now := s.now()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		ctx, cancel := context.WithTimeout(Unawaited(context.WithoutCancel(ctx)), 30*time.Second)
 		defer cancel()
 		err := s.store.MarkDelivered(ctx, b.Key, now, now.Add(s.cfg.Grace))
 		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {

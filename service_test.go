@@ -491,7 +491,7 @@ func TestServiceLocalRun(t *testing.T) {
 	})
 	store := memory.New()
 	t.Cleanup(func() { store.Close() })
-	svc := atOnce(t, store, 10*time.Millisecond, asyncfn.Function{Name: "f", Func: slow})
+	svc, _ := atOnce(t, store, pollEvery(10*time.Millisecond), asyncfn.Function{Name: "f", Func: slow})
 	ctx := context.Background()
 
 	b, err := svc.Accept(ctx, request("f", "quick", `{"data":[[0,"quick"]]}`))

@@ -17,6 +17,10 @@ import (
 // Errors: methods return the sentinel errors named in their comments (compare with
 // errors.Is); an engine that cannot reach its backend returns an error wrapping
 // ErrUnavailable; after Close every method returns ErrClosed.
+//
+// A write whose ctx Unawaited made records what no client is waiting for (an answer
+// served already): an engine may hold it for a moment to commit it with other writes. It
+// is durable, as any other, once the method returns.
 type Store interface {
 	// Create stores b, which must be Queued with Key, Payload, Digest, Rows, MaxAttempts,
 	// CreatedAt and ExpiresAt set; b.CreatedAt is its now. b may instead be Running,
@@ -266,4 +270,17 @@ func Finished(b *Batch, p FinishParams) *Batch {
 		}
 	}
 	return &next
+}
+
+type unawaitedKey struct{}
+
+// Unawaited marks the store writes done with ctx as ones no client waits for (see Store):
+// the outcome and delivery of an answer served already.
+func Unawaited(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unawaitedKey{}, true)
+}
+
+// IsUnawaited reports whether Unawaited made ctx, or a context derived from it.
+func IsUnawaited(ctx context.Context) bool {
+	return ctx.Value(unawaitedKey{}) != nil
 }

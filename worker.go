@@ -165,7 +165,7 @@ func (p *Pool) Process(ctx context.Context, key Key) error {
 		return err
 	}
 	p.running.Add(1)
-	p.run(ctx, b, nil, nil, func() {})
+	p.run(ctx, b, nil, nil, nil, func() {})
 	return nil
 }
 
@@ -287,7 +287,7 @@ func (p *Pool) claimAndStart(ctx context.Context, functions []string, limit int)
 	}
 	for _, b := range batches {
 		p.running.Add(1)
-		go p.run(p.runCtx, b, nil, nil, func() { p.release(b.Key.Function) })
+		go p.run(p.runCtx, b, nil, nil, nil, func() { p.release(b.Key.Function) })
 	}
 	return len(batches), held, nil
 }
@@ -337,14 +337,30 @@ func (p *Pool) unhold(function string) {
 	<-p.slots
 }
 
-// finish records an attempt's outcome, trying again while the store is unavailable (a
-// restart, a failover, a dropped connection) until ctx ends, so that a result is not
-// thrown away, and its attempt lost, for a blip. Trying late is safe: Finish changes
-// nothing once the lease has passed to another worker (ErrLeaseLost).
+// finish records an attempt's outcome, trying again while the store is unavailable until
+// ctx ends, so that a result is not thrown away, and its attempt lost, for a blip. Trying
+// late is safe: Finish changes nothing once the lease has passed to another worker
+// (ErrLeaseLost).
 func (p *Pool) finish(ctx context.Context, key Key, fp FinishParams, log *slog.Logger) error {
+	return untilAvailable(ctx, func() error { return p.store.Finish(ctx, key, p.cfg.ID, fp) }, log)
+}
+
+// record stores the end of an attempt with finish, for a batch run before it was stored
+// (first, nil for others) together with the batch.
+func (p *Pool) record(ctx context.Context, key Key, first *firstRun, fp FinishParams, log *slog.Logger) error {
+	finish := func() error { return p.finish(ctx, key, fp, log) }
+	if first == nil {
+		return finish()
+	}
+	return first.record(ctx, finish, fp.Outcome.Final(), log)
+}
+
+// untilAvailable calls write, and again after a growing pause while it fails with
+// ErrUnavailable (a restart, a failover, a dropped connection), until ctx ends.
+func untilAvailable(ctx context.Context, write func() error, log *slog.Logger) error {
 	backoff := 50 * time.Millisecond
 	for {
-		err := p.store.Finish(ctx, key, p.cfg.ID, fp)
+		err := write()
 		if !errors.Is(err, ErrUnavailable) {
 			return err
 		}
@@ -396,10 +412,10 @@ func (r *reservation) Lease(b *Batch) {
 	b.StartedAt, b.LeaseUntil = b.CreatedAt, b.CreatedAt.Add(r.pool.cfg.Lease)
 }
 
-// Run runs the created batch on the reserved slot in the background, from its rows, and
-// hands the end of its attempt to answer.
-func (r *reservation) Run(b *Batch, rows []Row, answer *handoff) {
-	go r.pool.run(r.pool.runCtx, b, rows, answer, func() { r.pool.release(r.function) })
+// Run runs the batch on the reserved slot in the background, from its rows, and hands the
+// end of its attempt to answer. The batch is created, or first (not nil) stores it.
+func (r *reservation) Run(b *Batch, rows []Row, answer *handoff, first *firstRun) {
+	go r.pool.run(r.pool.runCtx, b, rows, answer, first, func() { r.pool.release(r.function) })
 }
 
 // Cancel gives the slot back: the batch was not created.
@@ -412,9 +428,13 @@ func (r *reservation) Cancel() {
 // cancelled when the pool gives up waiting at shutdown. It calls free, which gives back
 // the batch's worker slot, once the function has returned: the slot may take the next
 // batch while the outcome is written, a wait for the store's commit. A batch run at once
-// hands its outcome to the waiting POST (answer, nil for others) before writing it.
-func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, free func()) {
+// hands its outcome to the waiting POST (answer, nil for others) before writing it; one
+// run before it is stored (first, nil for others) is stored with its outcome.
+func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, first *firstRun, free func()) {
 	defer p.running.Done()
+	if first != nil {
+		defer first.letGo() // a panic: the key's other requests need not wait for a batch never stored
+	}
 	freed := false
 	defer func() {
 		if !freed { // a panic before the function returned
@@ -427,7 +447,7 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 	defer cancel(nil)
 	info := startInfo(b)
 	p.obs.BatchStarted(info)
-	stopHeartbeat := p.heartbeat(runCtx, b.Key, cancel, log)
+	stopHeartbeat := p.heartbeat(runCtx, b.Key, first, cancel, log)
 	began := time.Now()
 	var fail *Error
 	var result []byte
@@ -489,6 +509,7 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 	answered := answer != nil && answer.take()
 	if answered && finish.Outcome.Final() {
 		finish.GraceUntil = now.Add(answer.grace)
+		storeCtx = Unawaited(storeCtx)
 	}
 	done := Finished(b, finish)
 	done.Payload = nil
@@ -496,7 +517,7 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 		p.finished(&info, b, finish)
 		answer.send(done)
 	}
-	if err := p.finish(storeCtx, b.Key, finish, log); err != nil {
+	if err := p.record(storeCtx, b.Key, first, finish, log); err != nil {
 		log.Error("could not record the outcome of a batch; it will run again when its lease expires", "err", err)
 		if !answered {
 			p.obs.BatchFinished(info)
@@ -578,21 +599,29 @@ func (p *Pool) call(ctx context.Context, fn Function, b *Batch, rows []Row) ([]b
 }
 
 // heartbeat extends the lease every third of its length until stopped; if the lease is
-// lost it cancels the run with ErrLeaseLost.
-func (p *Pool) heartbeat(ctx context.Context, key Key, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
+// lost it cancels the run with ErrLeaseLost. A batch run before it is stored (first, nil
+// for others) has no lease to extend until it is stored.
+func (p *Pool) heartbeat(ctx context.Context, key Key, first *firstRun, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
 	hbCtx, stopHB := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ticker := time.NewTicker(p.cfg.Lease / 3)
-		defer ticker.Stop()
 		// The lease as this worker last set it (on this process's monotonic clock, from
 		// the claim just made). Past it another worker may hold the batch: the run stops
 		// at once rather than when a store round trip says so, by which time a process
 		// resumed after a pause would have started more of the batch's work twice.
 		deadline := time.Now().Add(p.cfg.Lease)
-		expiry := time.NewTimer(p.cfg.Lease)
+		if first != nil {
+			leased, stored := first.running(hbCtx)
+			if !stored {
+				return
+			}
+			deadline = leased.Add(p.cfg.Lease)
+		}
+		ticker := time.NewTicker(p.cfg.Lease / 3)
+		defer ticker.Stop()
+		expiry := time.NewTimer(time.Until(deadline))
 		defer expiry.Stop()
 		for {
 			select {

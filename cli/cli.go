@@ -221,6 +221,7 @@ func (c *common) runtime(store asyncfn.Store, reg *asyncfn.Registry, logger *slo
 	rc := asyncfn.DefaultRuntimeConfig()
 	rc.Service, rc.Workers, rc.SweepInterval, rc.Observer = svc, c.workers, c.sweepInterval, obs
 	rc.Pool.Lease, rc.Pool.ShutdownTimeout = c.lease, c.shutdownTimeout
+	rc.Service.Exclusive = exclusive(c.store)
 	return asyncfn.NewRuntime(store, reg, logger, rc)
 }
 

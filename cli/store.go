@@ -82,6 +82,12 @@ func openChecked(ctx context.Context, spec string, logger *slog.Logger) (asyncfn
 	return sqlite.Open(ctx, spec, sqlite.Options{Logger: logger})
 }
 
+// exclusive reports whether the store a --store value names serves this process alone:
+// a SQLite file, which the store locks, or memory.
+func exclusive(spec string) bool {
+	return !isPostgres(spec) && !strings.HasPrefix(spec, "dynamodb://")
+}
+
 func isPostgres(spec string) bool {
 	return strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://")
 }

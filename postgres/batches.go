@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/asyncfn/asyncfn"
-	"github.com/asyncfn/asyncfn/internal/group"
 )
 
 // columns of the batches table, in the order of asyncfn.Batch's fields as scanBatch and
@@ -418,9 +417,6 @@ func (s *Store) Extend(ctx context.Context, key asyncfn.Key, owner string, until
 // Finish applies asyncfn.Finished in SQL: one conditional UPDATE per outcome, which
 // changes nothing unless owner holds the lease.
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
-	if !p.GraceUntil.IsZero() {
-		ctx = group.Later(ctx) // its answer is served already
-	}
 	kind, message := errorArgs(p.Error)
 	var q string
 	var args []any
@@ -466,7 +462,7 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
 	var exists bool
-	if err := s.queryRow(group.Later(ctx), s.q.markDelivered, []any{key.Function, key.BatchID, now, expiresAt}, func(row pgx.Row) error { return row.Scan(&exists) }); err != nil {
+	if err := s.queryRow(ctx, s.q.markDelivered, []any{key.Function, key.BatchID, now, expiresAt}, func(row pgx.Row) error { return row.Scan(&exists) }); err != nil {
 		return err
 	}
 	if !exists {

@@ -159,6 +159,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(8)
+	read.SetMaxIdleConns(8) // not the default 2: a read would open a connection and prepare its statements again
 	s := &Store{write: write, conn: conn, read: read, lock: lock}
 	s.group = group.Committer[txn]{
 		Begin: func(ctx context.Context) (txn, error) {
@@ -737,9 +738,6 @@ func (s *Store) affectedOne(res sql.Result, err error) error {
 }
 
 func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asyncfn.FinishParams) error {
-	if !p.GraceUntil.IsZero() {
-		ctx = group.Later(ctx) // its answer is served already
-	}
 	return s.tx(ctx, func(tx txn) error {
 		var savedBytes int
 		b, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+`, saved_bytes FROM batches
@@ -805,7 +803,7 @@ func (s *Store) Checkpoint(ctx context.Context, key asyncfn.Key, owner string, n
 }
 
 func (s *Store) MarkDelivered(ctx context.Context, key asyncfn.Key, now, expiresAt time.Time) error {
-	return s.tx(group.Later(ctx), func(tx txn) error {
+	return s.tx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE batches SET delivered_at = ?, expires_at = min(expires_at, ?)
 			WHERE function = ? AND batch_id = ? AND expires_at > ? AND state IN ('succeeded', 'failed') AND delivered_at = 0`,
 			nanos(now), nanos(expiresAt), key.Function, key.BatchID, nanos(now))

@@ -8,8 +8,8 @@
 // is done it hands the lead to the oldest caller still waiting, and returns. A lone caller
 // therefore runs at once, as it would without grouping, and a group grows with the load.
 //
-// A write that nobody waits for (its ctx made by Later: the answer it records is served
-// already) waits up to Committer.Linger for company instead: the next transaction takes it along, or it
+// A write that nobody waits for (its ctx made by asyncfn.Unawaited: the answer it records is
+// served already) waits up to Committer.Linger for company instead: the next transaction takes it along, or it
 // leads one of its own when the time is up. Under a steady load such writes cost a share
 // of other transactions rather than one each.
 package group
@@ -45,14 +45,14 @@ type Committer[T any] struct {
 	// one writer; more where a transaction waits on a server, which can run the next
 	// group's statements while the last one's commit reaches the disk.
 	Lanes int
-	// Linger is how long an operation whose ctx Later made may wait to join another
+	// Linger is how long an operation whose ctx asyncfn.Unawaited made may wait to join another
 	// transaction before it leads one. 0: none waits.
 	Linger time.Duration
 
 	mu    sync.Mutex
 	queue []*op[T]
 	// leaders are the callers running a transaction; the queue holds only operations
-	// lingering (Later) unless it is Lanes.
+	// lingering (asyncfn.Unawaited) unless it is Lanes.
 	leaders int
 }
 
@@ -63,7 +63,7 @@ type op[T any] struct {
 	// lead receives the group this caller is to lead (it comes first), or nil once its
 	// operation is done.
 	lead chan []*op[T]
-	// lingering: an operation of Later within its Linger, which a lane freed is not
+	// lingering: an unawaited operation within its Linger, which a lane freed is not
 	// handed to. queued: in the queue, not taken by a group yet.
 	lingering, queued bool
 }
@@ -74,10 +74,10 @@ type op[T any] struct {
 // store had before it, and fn must set its results anew on every run. fn's statements take
 // the caller's ctx: if it is cancelled meanwhile, the group fails and the others run alone.
 //
-// An operation whose ctx Later made may wait up to Linger for another transaction to take
+// An operation whose ctx asyncfn.Unawaited made may wait up to Linger for another transaction to take
 // it along before it leads one.
 func (c *Committer[T]) Do(ctx context.Context, fn func(tx T) error) error {
-	later := c.Linger > 0 && ctx.Value(laterKey{}) != nil
+	later := c.Linger > 0 && asyncfn.IsUnawaited(ctx)
 	o := &op[T]{ctx: ctx, fn: fn, lead: make(chan []*op[T], 1), lingering: later}
 	var group []*op[T]
 	c.mu.Lock()
@@ -119,14 +119,6 @@ func (c *Committer[T]) Do(ctx context.Context, fn func(tx T) error) error {
 		g.lead <- nil
 	}
 	return o.err
-}
-
-type laterKey struct{}
-
-// Later marks the operations done with ctx as ones nobody waits for (the delivery of an
-// answer served already): they may linger to be committed with others (Committer.Linger).
-func Later(ctx context.Context) context.Context {
-	return context.WithValue(ctx, laterKey{}, true)
 }
 
 // take returns a group led by o with the oldest queued operations, up to Max in all.

@@ -56,7 +56,7 @@ func testDo(t *testing.T, lanes int) {
 	for i := range n {
 		ctx := context.Background()
 		if i%3 == 0 {
-			ctx = Later(ctx) // some linger, and are taken along or lead when their time is up
+			ctx = asyncfn.Unawaited(ctx) // some linger, and are taken along or lead when their time is up
 		}
 		wg.Go(func() {
 			errs[i] = c.Do(ctx, func(tx *fakeTx) error {
@@ -134,7 +134,7 @@ func TestLater(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 5 {
 		wg.Go(func() {
-			if err := c.Do(Later(context.Background()), apply(i)); err != nil {
+			if err := c.Do(asyncfn.Unawaited(context.Background()), apply(i)); err != nil {
 				t.Errorf("Do later %d: %v", i, err)
 			}
 		})
@@ -154,7 +154,7 @@ func TestLater(t *testing.T) {
 	}
 
 	c.Linger = 10 * time.Millisecond
-	if err := c.Do(Later(context.Background()), apply(6)); err != nil {
+	if err := c.Do(asyncfn.Unawaited(context.Background()), apply(6)); err != nil {
 		t.Fatal(err)
 	}
 	if s.commits != 2 || len(s.committed) != 7 {

@@ -1,0 +1,150 @@
+package asyncfn
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// On a store no other process uses (ServiceConfig.Exclusive), a batch run at once is
+// stored when its attempt ends, in the writes that follow its answer, rather than created
+// before it runs. What Store.Create's check of the key did before, this process does:
+// the POSTs of one key take turns (keyLocks), and the key stays taken while its batch
+// runs unstored (firstRun), so that a retried POST waits for the batch to be stored and
+// is answered from it, never runs it again.
+
+// keyLocks lets one request at a time decide what a key's POST does, in this process.
+type keyLocks struct {
+	mu   sync.Mutex
+	held map[Key]chan struct{} // closed when the key is let go
+}
+
+// lock takes key, waiting while another request holds it, and returns the func that
+// lets it go (idempotent); the error of ctx if it ends first.
+func (l *keyLocks) lock(ctx context.Context, key Key) (func(), error) {
+	for {
+		l.mu.Lock()
+		busy, taken := l.held[key]
+		if !taken {
+			if l.held == nil {
+				l.held = map[Key]chan struct{}{}
+			}
+			free := make(chan struct{})
+			l.held[key] = free
+			l.mu.Unlock()
+			return sync.OnceFunc(func() {
+				l.mu.Lock()
+				delete(l.held, key)
+				l.mu.Unlock()
+				close(free)
+			}), nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// wait returns once no request holds key, or with the error of ctx if it ends first.
+func (l *keyLocks) wait(ctx context.Context, key Key) error {
+	l.mu.Lock()
+	busy, taken := l.held[key]
+	l.mu.Unlock()
+	if !taken {
+		return nil
+	}
+	select {
+	case <-busy:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// firstRun is a batch run at once before it is stored. Its attempt's end stores it with
+// its outcome (record); if the POST's budget ends first, the POST stores it running with
+// its payload before it answers 202 (storeRunning), and the attempt then finishes it as
+// any other. The key stays locked until the batch is stored, or given up.
+type firstRun struct {
+	store   Store
+	batch   Batch  // as created claimed, without its payload
+	payload []byte // for a batch stored unfinished: any worker may have to run it again
+	lease   time.Duration
+	unlock  func()
+
+	mu       sync.Mutex
+	inStore  bool
+	leasedAt time.Time     // when the lease stored began, on this process's clock
+	stored   chan struct{} // closed once in the store, or given up
+	end      sync.Once
+}
+
+func newFirstRun(store Store, b *Batch, payload []byte, lease time.Duration, unlock func()) *firstRun {
+	return &firstRun{store: store, batch: *b, payload: payload, lease: lease, unlock: unlock, stored: make(chan struct{})}
+}
+
+// storeRunning stores the batch running under a fresh lease, with its payload, unless its
+// attempt has stored it already, for the 202 that follows.
+func (f *firstRun) storeRunning(ctx context.Context, now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inStore {
+		return nil
+	}
+	b := f.batch
+	b.Payload, b.LeaseUntil = f.payload, now.Add(f.lease)
+	leasedAt := time.Now()
+	if _, err := f.store.Create(ctx, &b); err != nil {
+		return err
+	}
+	f.inStore, f.leasedAt = true, leasedAt
+	f.letGo()
+	return nil
+}
+
+// running waits until the batch is in the store and returns when its lease began there,
+// for the heartbeat; false if ctx ends first or the batch was never stored.
+func (f *firstRun) running(ctx context.Context) (time.Time, bool) {
+	select {
+	case <-f.stored:
+	case <-ctx.Done():
+		return time.Time{}, false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leasedAt, f.inStore
+}
+
+// record stores the end of the batch's attempt: with finish, the way any attempt's end
+// is stored, if the POST stored the batch already; else created as it ran, its payload
+// included only if it is to run again, then finished. A store that is unavailable is
+// tried again until ctx ends, as finish does.
+func (f *firstRun) record(ctx context.Context, finish func() error, final bool, log *slog.Logger) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.letGo()
+	if !f.inStore {
+		b := f.batch
+		if !final {
+			b.Payload = f.payload
+		}
+		if err := untilAvailable(ctx, func() error { _, err := f.store.Create(ctx, &b); return err }, log); err != nil {
+			return err
+		}
+		f.inStore = true
+	}
+	return finish()
+}
+
+// letGo ends the key's wait: the batch is stored, or given up (its attempt ended without
+// storing it, as a panic would end it).
+func (f *firstRun) letGo() {
+	f.end.Do(func() {
+		close(f.stored)
+		f.unlock()
+	})
+}

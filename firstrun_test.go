@@ -1,0 +1,225 @@
+package asyncfn_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/memory"
+	"github.com/asyncfn/asyncfn/storetest"
+)
+
+// exclusive is an edit for atOnce: the store serves this process alone, and the pool
+// polls it every 10ms.
+func exclusive(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+	s.Exclusive, p.PollInterval = true, 10*time.Millisecond
+}
+
+// gated returns a function that counts its calls and echoes once gate is closed.
+func gated(calls *atomic.Int32, gate <-chan struct{}) asyncfn.Func {
+	return asyncfn.FuncOf(func(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+		calls.Add(1)
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return asyncfn.Echo.Call(ctx, rows)
+	})
+}
+
+// storedAs waits until the store holds the batch at key in state, and returns it with its
+// payload.
+func storedAs(t *testing.T, s asyncfn.Store, key asyncfn.Key, state asyncfn.State) *asyncfn.Batch {
+	t.Helper()
+	var b *asyncfn.Batch
+	waitFor(t, fmt.Sprintf("the batch stored %s", state), func() bool {
+		var err error
+		b, err = s.Get(context.Background(), key, time.Now(), true)
+		return err == nil && b.State == state
+	})
+	return b
+}
+
+// TestRunFirstStoresOnce: on a store of this process alone, a batch run at once is
+// stored after its answer, created finished and delivered (no MarkDelivered), and read
+// once before it runs to find an earlier batch of its key.
+func TestRunFirstStoresOnce(t *testing.T) {
+	t.Parallel()
+	faulty := storetest.NewFaulty(memory.New())
+	svc, _ := atOnce(t, faulty, exclusive, asyncfn.Function{Name: "f", Func: asyncfn.Echo})
+	const n = 50
+	for i := range n {
+		body := fmt.Sprintf(`{"data":[[0,"row %d"]]}`, i)
+		b, err := svc.Accept(context.Background(), request("f", fmt.Sprint("b", i), body))
+		if err != nil || b.State != asyncfn.Succeeded || string(b.Result) != body {
+			t.Fatalf("POST %d = %+v, %v; want answered with its rows", i, b, err)
+		}
+	}
+	for i := range n {
+		b := storedAs(t, faulty.Store, asyncfn.Key{Function: "f", BatchID: fmt.Sprint("b", i)}, asyncfn.Succeeded)
+		if b.DeliveredAt.IsZero() || b.Payload != nil || b.Attempts != 1 {
+			t.Errorf("batch %d stored as %+v; want delivered, without its payload, one attempt", i, b)
+		}
+	}
+	for op, want := range map[storetest.Op]int{storetest.OpCreate: n, storetest.OpFinish: n, storetest.OpSavePayload: 0, storetest.OpMarkDelivered: 0} {
+		if got := faulty.Calls(op); got != want {
+			t.Errorf("%s called %d times for %d batches, want %d", op, got, n, want)
+		}
+	}
+}
+
+// TestRunFirstRetriedPOST: a POST retried while its batch runs before it is stored does
+// not run it again: it waits for the batch to be stored and is answered from it; one with
+// another body under the key is a conflict. Without the fix the store did not know the key
+// yet, and the retry ran the batch a second time.
+func TestRunFirstRetriedPOST(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	gate := make(chan struct{})
+	faulty := storetest.NewFaulty(memory.New())
+	svc, _ := atOnce(t, faulty, exclusive, asyncfn.Function{Name: "f", Func: gated(&calls, gate)})
+	ctx := context.Background()
+	const body = `{"data":[[0,"x"]]}`
+	type reply struct {
+		b   *asyncfn.Batch
+		err error
+	}
+	first, retry := make(chan reply, 1), make(chan reply, 1)
+	go func() { b, err := svc.Accept(ctx, request("f", "b", body)); first <- reply{b, err} }()
+	waitFor(t, "the function to start", func() bool { return calls.Load() == 1 })
+	go func() { b, err := svc.Accept(ctx, request("f", "b", body)); retry <- reply{b, err} }()
+	time.Sleep(50 * time.Millisecond) // the retry would have started the function by now
+	close(gate)
+	for name, c := range map[string]chan reply{"POST": first, "retried POST": retry} {
+		if r := <-c; r.err != nil || r.b.State != asyncfn.Succeeded || string(r.b.Result) != body {
+			t.Errorf("%s = %+v, %v; want answered with its rows", name, r.b, r.err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the function ran %d times for one batch POSTed twice, want 1", n)
+	}
+	if _, err := svc.Accept(ctx, request("f", "b", `{"data":[[0,"other"]]}`)); !errors.Is(err, asyncfn.ErrConflict) {
+		t.Errorf("POST of another body under the key = %v, want ErrConflict", err)
+	}
+}
+
+// TestRunFirstRecordedAfterOutage: a batch whose record the store refuses for a while
+// (an outage) is still answered on its POST; a POST retried meanwhile waits rather than
+// run it again, and is answered from the store once the record lands.
+func TestRunFirstRecordedAfterOutage(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	faulty := storetest.NewFaulty(memory.New())
+	svc, _ := atOnce(t, faulty, exclusive, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	ctx := context.Background()
+	const body = `{"data":[[0,"x"]]}`
+	faulty.Fail(errOutage, storetest.OpCreate)
+	b, err := svc.Accept(ctx, request("f", "b", body))
+	if err != nil || b.State != asyncfn.Succeeded || string(b.Result) != body {
+		t.Fatalf("POST while the store is out = %+v, %v; want answered with its rows", b, err)
+	}
+	retried := make(chan *asyncfn.Batch, 1)
+	go func() {
+		dup, err := svc.Accept(ctx, request("f", "b", body))
+		if err != nil {
+			t.Errorf("retried POST: %v", err)
+		}
+		retried <- dup
+	}()
+	waitFor(t, "the record tried again", func() bool { return faulty.Calls(storetest.OpCreate) >= 3 })
+	select {
+	case dup := <-retried:
+		t.Fatalf("retried POST answered %+v before the batch was stored", dup)
+	default:
+	}
+	faulty.Heal()
+	if dup := <-retried; dup == nil || dup.State != asyncfn.Succeeded || string(dup.Result) != body {
+		t.Fatalf("retried POST = %+v; want answered from the store with its rows", dup)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the function ran %d times, want 1", n)
+	}
+}
+
+// TestRunFirstPastSyncWait: a batch still running when its POST's budget ends is stored
+// running, with its payload, before the 202; its heartbeat then keeps the lease, which
+// here is shorter than the budget, so that no other worker takes it, and it finishes once.
+// Without the fix the heartbeat counted the lease from the start of the run, found it
+// over before the batch was stored, and stopped the run.
+func TestRunFirstPastSyncWait(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	gate := make(chan struct{})
+	faulty := storetest.NewFaulty(memory.New())
+	svc, _ := atOnce(t, faulty, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+		exclusive(s, p)
+		p.Lease = 60 * time.Millisecond
+	}, asyncfn.Function{Name: "f", Func: gated(&calls, gate)})
+	ctx := context.Background()
+	const body = `{"data":[[0,"x"]]}`
+	b, err := svc.Accept(ctx, request("f", "b", body))
+	if err != nil || b.State != asyncfn.Running {
+		t.Fatalf("POST of a slow batch = %+v, %v; want running (202)", b, err)
+	}
+	stored, err := faulty.Store.Get(ctx, b.Key, time.Now(), true)
+	if err != nil || stored.State != asyncfn.Running || string(stored.Payload) != body {
+		t.Fatalf("stored after the 202: %+v, %v; want running with its payload", stored, err)
+	}
+	time.Sleep(300 * time.Millisecond) // five leases
+	close(gate)
+	if got := storedAs(t, faulty.Store, b.Key, asyncfn.Succeeded); string(got.Result) != body || got.Attempts != 1 {
+		t.Errorf("finished as %+v; want its rows, after one attempt", got)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the function ran %d times, want 1", n)
+	}
+}
+
+// TestRunFirstHandedBack: a batch running before it is stored when its process shuts down
+// is stored queued with its payload, for the next process to run.
+func TestRunFirstHandedBack(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	store := memory.New()
+	svc, pool := atOnce(t, store, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+		exclusive(s, p)
+		p.ShutdownTimeout = 0
+	}, asyncfn.Function{Name: "f", Func: gated(&calls, make(chan struct{}))})
+	ctx := context.Background()
+	const body = `{"data":[[0,"x"]]}`
+	accepted := make(chan *asyncfn.Batch, 1)
+	go func() { b, _ := svc.Accept(ctx, request("f", "b", body)); accepted <- b }()
+	waitFor(t, "the function to start", func() bool { return calls.Load() == 1 })
+	pool.Stop()
+	if b := <-accepted; b == nil || b.State.Done() {
+		t.Fatalf("POST of a batch handed back = %+v; want it unfinished (202)", b)
+	}
+	got := storedAs(t, store, asyncfn.Key{Function: "f", BatchID: "b"}, asyncfn.Queued)
+	if string(got.Payload) != body || got.Attempts != 0 {
+		t.Errorf("handed back as %+v; want queued with its payload, the attempt not counted", got)
+	}
+}
+
+// TestRunFirstCheckpointsCreated: a function that saves rows as it goes needs its batch in
+// the store while it runs: it is created before it runs, store alone or not.
+func TestRunFirstCheckpointsCreated(t *testing.T) {
+	t.Parallel()
+	faulty := storetest.NewFaulty(memory.New())
+	var created atomic.Int32
+	fn := asyncfn.FuncOf(func(ctx context.Context, rows []asyncfn.Row) ([]any, error) {
+		created.Store(int32(faulty.Calls(storetest.OpCreate)))
+		return asyncfn.Echo.Call(ctx, rows)
+	})
+	svc, _ := atOnce(t, faulty, exclusive, asyncfn.Function{Name: "f", Func: fn, Checkpoint: asyncfn.CheckpointConfig{Rows: 1}})
+	if b, err := svc.Accept(context.Background(), request("f", "b", `{"data":[[0,"x"]]}`)); err != nil || b.State != asyncfn.Succeeded {
+		t.Fatalf("POST = %+v, %v", b, err)
+	}
+	if n := created.Load(); n != 1 {
+		t.Errorf("the store had %d creates when the function ran, want 1", n)
+	}
+}
