@@ -148,3 +148,48 @@ func (f *firstRun) letGo() {
 		f.unlock()
 	})
 }
+
+// unstoredBytes caps the bytes of the batches of one pool run before they were stored
+// and waiting to be stored (Pool.run), counting unstoredOverhead more for each.
+const (
+	unstoredBytes    = 8 << 20
+	unstoredOverhead = 16 << 10 // its goroutine, its batch and the rows it ran
+)
+
+// budget caps a number of bytes held at once.
+type budget struct {
+	mu    sync.Mutex
+	total int64
+	free  int64
+	room  chan struct{} // closed when bytes come back
+}
+
+func newBudget(total int64) *budget {
+	return &budget{total: total, free: total, room: make(chan struct{})}
+}
+
+// take holds n bytes (at most the whole budget), waiting for room.
+func (b *budget) take(n int64) {
+	n = min(n, b.total)
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			return
+		}
+		room := b.room
+		b.mu.Unlock()
+		<-room
+	}
+}
+
+// give returns n bytes that take held.
+func (b *budget) give(n int64) {
+	n = min(n, b.total)
+	b.mu.Lock()
+	b.free += n
+	close(b.room)
+	b.room = make(chan struct{})
+	b.mu.Unlock()
+}

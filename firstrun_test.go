@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,5 +223,65 @@ func TestRunFirstCheckpointsCreated(t *testing.T) {
 	}
 	if n := created.Load(); n != 1 {
 		t.Errorf("the store had %d creates when the function ran, want 1", n)
+	}
+}
+
+// creatingGate is a store whose Create of a batch run before it was stored (one created
+// running without its payload) waits until open is closed.
+type creatingGate struct {
+	asyncfn.Store
+	open    chan struct{}
+	waiting atomic.Int32
+}
+
+func (s *creatingGate) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
+	if b.State == asyncfn.Running && b.Payload == nil {
+		s.waiting.Add(1)
+		<-s.open
+	}
+	return s.Store.Create(ctx, b)
+}
+
+// TestRunFirstBoundsUnstored: batches run faster than the store takes them do not pile up
+// in memory: past a budget of bytes waiting to be stored, the workers wait, and the
+// POSTs with them. Without the fix every batch ran and waited in memory for the store:
+// all 40 megabytes here.
+func TestRunFirstBoundsUnstored(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	store := &creatingGate{Store: memory.New(), open: make(chan struct{})}
+	open := sync.OnceFunc(func() { close(store.open) })
+	svc, _ := atOnce(t, store, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+		exclusive(s, p)
+		s.SyncWait, p.Concurrency = 5*time.Second, 4 // each runs within its POST's budget
+	}, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	t.Cleanup(open) // before the pool stops, which waits for the batches to be stored
+	const n = 40
+	body := `{"data":[[0,"` + strings.Repeat("x", 1<<20) + `"]]}` // a megabyte each
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := svc.Accept(context.Background(), request("f", fmt.Sprint("b", i), body))
+			done <- err
+		}()
+	}
+	waitFor(t, "batches waiting to be stored", func() bool { return store.waiting.Load() > 0 })
+	time.Sleep(300 * time.Millisecond) // the others would have run by now
+	// 8 MB to store holds about 3 batches of a megabyte with their results; then each of
+	// the 4 workers holds one more, waiting for room.
+	if got := calls.Load(); got > 8 {
+		t.Errorf("%d batches of a megabyte ran while the store took none, want at most 8", got)
+	}
+	open()
+	for range n {
+		if err := <-done; err != nil {
+			t.Errorf("POST: %v", err)
+		}
+	}
+	for i := range n {
+		storedAs(t, store.Store, asyncfn.Key{Function: "f", BatchID: fmt.Sprint("b", i)}, asyncfn.Succeeded)
+	}
+	if got := calls.Load(); got != n {
+		t.Errorf("the function ran %d times for %d batches, want %d", got, n, n)
 	}
 }

@@ -89,6 +89,9 @@ type Pool struct {
 	slots   chan struct{}            // global concurrency
 	perFunc map[string]chan struct{} // per-function concurrency, where set
 	freed   chan struct{}            // a slot was released
+	// unstored caps the bytes held by batches run before they were stored whose
+	// outcome is still to store: their payloads and results.
+	unstored *budget
 
 	claims    loop
 	running   sync.WaitGroup
@@ -107,10 +110,11 @@ func newPool(store Store, registry *Registry, events *hub, logger *slog.Logger, 
 	}
 	p := &Pool{
 		store: store, registry: registry, hub: events, logger: logger.With("worker", cfg.ID), cfg: cfg, now: time.Now,
-		obs:     observerOrNop(cfg.Observer),
-		slots:   make(chan struct{}, cfg.Concurrency),
-		perFunc: map[string]chan struct{}{},
-		freed:   make(chan struct{}, 1),
+		obs:      observerOrNop(cfg.Observer),
+		slots:    make(chan struct{}, cfg.Concurrency),
+		perFunc:  map[string]chan struct{}{},
+		freed:    make(chan struct{}, 1),
+		unstored: newBudget(unstoredBytes),
 	}
 	for _, name := range registry.Names() {
 		if fn, _ := registry.Lookup(name); fn.Concurrency > 0 {
@@ -470,6 +474,14 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 		}
 	}
 	stopHeartbeat()
+	if first != nil {
+		// The slot goes back before the batch is stored, and nothing else waits for the
+		// store then: past unstoredBytes of batches to store, the slot waits, and the
+		// POSTs with it, rather than memory fill with batches run faster than stored.
+		held := int64(len(first.payload) + len(result) + unstoredOverhead)
+		p.unstored.take(held)
+		defer p.unstored.give(held)
+	}
 	freed = true
 	free()
 	info.Run, info.Outcome, info.Error = time.Since(began), OutcomeLost, fail
