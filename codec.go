@@ -241,7 +241,7 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		return nil, fmt.Errorf("the function returned %d values for %d rows", len(values), len(rows))
 	}
 	var buf bytes.Buffer
-	buf.Grow(64 + 32*len(rows))
+	buf.Grow(resultSize(rows, values))
 	enc := newValueEncoder(&buf)
 	buf.WriteString(`{"data":[`)
 	var num []byte
@@ -269,6 +269,26 @@ func EncodeResult(rows []Row, values []any) ([]byte, error) {
 		return bytes.ToValidUTF8(out, []byte("\uFFFD")), nil
 	}
 	return buf.Bytes(), nil
+}
+
+// resultSize is about the size of the result EncodeResult makes, exact when the values
+// are raw JSON (an echo, an upstream's answer): a buffer grown by doubling would copy a
+// large result twice, and fault in fresh memory for each copy.
+func resultSize(rows []Row, values []any) int {
+	n := len(`{"data":[]}`)
+	var num [20]byte
+	for i, v := range values {
+		n += len(`[,],`) + len(strconv.AppendInt(num[:0], int64(rows[i].Number), 10))
+		switch v := v.(type) {
+		case json.RawMessage:
+			n += len(v)
+		case nil:
+			n += len("null")
+		default:
+			n += 32
+		}
+	}
+	return min(n, MaxResultBytes)
 }
 
 // newValueEncoder returns the encoder of appendValue, writing to buf.

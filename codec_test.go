@@ -472,8 +472,8 @@ func FuzzParseRowsMatchesEncodingJSON(f *testing.F) {
 	})
 }
 
-// BenchmarkParseRows decodes a 4,096-row batch, the hot path of every POST and batch run.
-func BenchmarkParseRows(b *testing.B) {
+// benchBody is a 4,096-row batch as the benchmarks send it.
+func benchBody() []byte {
 	var sb strings.Builder
 	sb.WriteString(`{"data":[`)
 	for i := range 4096 {
@@ -483,11 +483,35 @@ func BenchmarkParseRows(b *testing.B) {
 		fmt.Fprintf(&sb, `[%d,"row %d: the quick brown fox jumps over the lazy dog",%d]`, i, i, i*7)
 	}
 	sb.WriteString(`]}`)
-	body := []byte(sb.String())
+	return []byte(sb.String())
+}
+
+// BenchmarkParseRows decodes a 4,096-row batch, the hot path of every POST and batch run.
+func BenchmarkParseRows(b *testing.B) {
+	body := benchBody()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := asyncfn.ParseRows(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeResult encodes the result of a 4,096-row batch whose values are raw JSON
+// (an echo, an upstream's answer), the other half of every batch run.
+func BenchmarkEncodeResult(b *testing.B) {
+	rows, err := asyncfn.ParseRows(benchBody())
+	if err != nil {
+		b.Fatal(err)
+	}
+	values := make([]any, len(rows))
+	for i, r := range rows {
+		values[i] = json.RawMessage(append([]byte(nil), r.Args[0]...)) // not an argument: checked
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := asyncfn.EncodeResult(rows, values); err != nil {
 			b.Fatal(err)
 		}
 	}

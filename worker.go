@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asyncfn/asyncfn/internal/budget"
 	"github.com/asyncfn/asyncfn/internal/wait"
 )
 
@@ -91,7 +92,7 @@ type Pool struct {
 	freed   chan struct{}            // a slot was released
 	// unstored caps the bytes held by batches run before they were stored whose
 	// outcome is still to store: their payloads and results.
-	unstored *budget
+	unstored *budget.Budget
 
 	claims    loop
 	running   sync.WaitGroup
@@ -114,7 +115,7 @@ func newPool(store Store, registry *Registry, events *hub, logger *slog.Logger, 
 		slots:    make(chan struct{}, cfg.Concurrency),
 		perFunc:  map[string]chan struct{}{},
 		freed:    make(chan struct{}, 1),
-		unstored: newBudget(unstoredBytes),
+		unstored: budget.New(unstoredBytes),
 	}
 	for _, name := range registry.Names() {
 		if fn, _ := registry.Lookup(name); fn.Concurrency > 0 {
@@ -479,8 +480,8 @@ func (p *Pool) run(ctx context.Context, b *Batch, rows []Row, answer *handoff, f
 		// store then: past unstoredBytes of batches to store, the slot waits, and the
 		// POSTs with it, rather than memory fill with batches run faster than stored.
 		held := int64(len(first.payload) + len(result) + unstoredOverhead)
-		p.unstored.take(held)
-		defer p.unstored.give(held)
+		p.unstored.Take(held)
+		defer p.unstored.Give(held)
 	}
 	freed = true
 	free()

@@ -277,9 +277,9 @@ func TestBodiesInFlightBounded(t *testing.T) {
 	}
 	t.Logf("64 gzip bombs of %d KB inflating to 24 MB: %v; heap grew by %d MB (budget %d MB)", len(bomb)>>10, count, grew>>20, budget>>20)
 
-	// Two bodies held open take most of the budget: a third large body is refused with 429,
-	// and accepted once they are gone.
-	large := rows(strings.Repeat("y", 12<<20))
+	// Two bodies held open take most of the budget (15 MB each of 40): a third large body
+	// is refused with 429, and accepted once they are gone.
+	large := rows(strings.Repeat("y", 15<<20))
 	// A bomb's handler gives its bytes back just after its answer is sent.
 	eventually(t, "a large body accepted once the bombs are answered", func() bool {
 		return s.post("echo", "first", large).Status == http.StatusAccepted

@@ -7,8 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 
+	"github.com/asyncfn/asyncfn/internal/budget"
 	"github.com/asyncfn/asyncfn/internal/wire"
 )
 
@@ -34,24 +34,6 @@ func tooLarge(maxBytes int64) error {
 var errBusyReading = &requestError{http.StatusTooManyRequests, "overloaded",
 	"the service is reading too many request bodies at once; Snowflake will retry."}
 
-// budget counts the bytes that request bodies hold, across requests, up to max.
-type budget struct {
-	max  int64
-	used atomic.Int64
-}
-
-// take reserves n bytes if they fit and reports whether they did.
-func (b *budget) take(n int64) bool {
-	if b.used.Add(n) > b.max {
-		b.used.Add(-n)
-		return false
-	}
-	return true
-}
-
-// give returns n bytes taken.
-func (b *budget) give(n int64) { b.used.Add(-n) }
-
 // firstRead is the most a body's buffer reserves before its bytes arrive, whatever its
 // Content-Length claims: a client may claim 16 MB and send 13 bytes.
 const firstRead = 64 << 10
@@ -61,7 +43,7 @@ const firstRead = 64 << 10
 // inflight has no room for it. The buffer grows as bytes arrive, each growth taken from
 // inflight; it returns the bytes it holds taken, to give back when the request is done,
 // also on error.
-func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, inflight *budget) (body []byte, held int64, err error) {
+func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, inflight *budget.Budget) (body []byte, held int64, err error) {
 	if r.ContentLength > maxBytes {
 		return nil, 0, tooLarge(maxBytes)
 	}
@@ -89,17 +71,24 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64, inflight *
 	}
 	// One byte past the limit tells a body at the limit from a larger one.
 	limit := maxBytes + 1
-	next := int64(firstRead)
-	if enc == "" && r.ContentLength >= 0 {
-		next = min(r.ContentLength+1, firstRead) // +1: room for the read that sees the end
+	first := int64(firstRead)
+	declared := enc == "" && r.ContentLength >= 0
+	if declared {
+		first = min(r.ContentLength+1, firstRead) // +1: room for the read that sees the end
 	}
 	for {
 		if len(body) == cap(body) {
-			grow := min(max(next, int64(cap(body))), limit-int64(cap(body))) // doubling
+			grow := max(first, int64(cap(body))) // doubling
+			if declared && cap(body) > 0 {
+				// Once bytes came, the declared length is believed up to 4 times them:
+				// a doubling buffer would copy a large body more than once.
+				grow = max(grow, min(r.ContentLength+1-int64(cap(body)), 3*int64(cap(body))))
+			}
+			grow = min(grow, limit-int64(cap(body)))
 			if grow <= 0 {
 				return nil, held, tooLarge(maxBytes)
 			}
-			if !inflight.take(grow) {
+			if !inflight.TryTake(grow) {
 				return nil, held, errBusyReading
 			}
 			held += grow

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/internal/budget"
 )
 
 // maxBatchIDBytes bounds the batch id, which becomes part of a store key (DynamoDB allows
@@ -66,7 +67,7 @@ func NewHandler(svc *asyncfn.Service, logger *slog.Logger, cfg Config) http.Hand
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = time.Second
 	}
-	h := &handler{svc: svc, logger: logger, cfg: cfg, inflight: &budget{max: cfg.MaxInflightBytes}}
+	h := &handler{svc: svc, logger: logger, cfg: cfg, inflight: budget.New(cfg.MaxInflightBytes)}
 	mux := http.NewServeMux()
 	handleHealth(mux, svc.Store(), logger)
 	mux.HandleFunc("/{function}", h.batch)
@@ -124,7 +125,7 @@ type handler struct {
 	svc      *asyncfn.Service
 	logger   *slog.Logger
 	cfg      Config
-	inflight *budget // bytes of request bodies held by requests being answered
+	inflight *budget.Budget // bytes of request bodies held by requests being answered
 }
 
 func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
@@ -168,7 +169,7 @@ func (h *handler) accept(w http.ResponseWriter, r *http.Request, fn asyncfn.Func
 		return
 	}
 	body, held, err := readBody(w, r, h.cfg.MaxBodyBytes, h.inflight)
-	defer h.inflight.give(held)
+	defer h.inflight.Give(held)
 	if err != nil {
 		h.writeError(w, r, err, key)
 		return

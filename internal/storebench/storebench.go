@@ -4,6 +4,7 @@ package storebench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -21,6 +22,9 @@ const Concurrency = 16
 //
 //   - at-once: a batch run by the process that accepts it (serve with the defaults, a
 //     small batch): Create claimed without its payload, Finish with its delivery;
+//   - run-first: the same on a store of that process alone (SQLite, memory), which
+//     stores the batch after it ran: Get of its key, then Create claimed and Finish with
+//     its delivery, both unawaited;
 //   - queued: a batch through the queue: Create with its payload, Claim, Finish, the Get
 //     of the poll that answers, MarkDelivered.
 //
@@ -56,11 +60,18 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 		trip func(s asyncfn.Store, owner string) error
 	}{
 		{"at-once", func(s asyncfn.Store, owner string) error {
-			bt := newBatch()
-			bt.Payload = nil
-			bt.State, bt.Owner, bt.Attempts = asyncfn.Running, owner, 1
-			bt.StartedAt, bt.LeaseUntil = bt.CreatedAt, bt.CreatedAt.Add(time.Minute)
+			bt := claimed(newBatch(), owner)
 			if _, err := s.Create(ctx, bt); err != nil {
+				return err
+			}
+			return finish(ctx, s, bt.Key, owner, payload, false)
+		}},
+		{"run-first", func(s asyncfn.Store, owner string) error {
+			bt := claimed(newBatch(), owner)
+			if _, err := s.Get(ctx, bt.Key, bt.CreatedAt, false); !errors.Is(err, asyncfn.ErrNotFound) {
+				return fmt.Errorf("get of a new key = %v, want ErrNotFound", err)
+			}
+			if _, err := s.Create(asyncfn.Unawaited(ctx), bt); err != nil {
 				return err
 			}
 			return finish(ctx, s, bt.Key, owner, payload, false)
@@ -98,14 +109,22 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 	}
 }
 
-// finish ends a claimed batch as a worker and the front end do: Finish with its delivery
-// for a batch answered on its POST; else Finish, the poll's Get, MarkDelivered.
+// claimed returns b created claimed by owner without its payload, as a batch run at once.
+func claimed(b *asyncfn.Batch, owner string) *asyncfn.Batch {
+	b.Payload = nil
+	b.State, b.Owner, b.Attempts = asyncfn.Running, owner, 1
+	b.StartedAt, b.LeaseUntil = b.CreatedAt, b.CreatedAt.Add(time.Minute)
+	return b
+}
+
+// finish ends a claimed batch as a worker and the front end do: Finish with its delivery,
+// unawaited, for a batch answered on its POST; else Finish, the poll's Get, MarkDelivered.
 func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string, result []byte, poll bool) error {
 	now := time.Now()
 	done := asyncfn.Succeed(now, result)
 	if !poll {
 		done.GraceUntil = now.Add(10 * time.Minute)
-		return s.Finish(ctx, key, owner, done)
+		return s.Finish(asyncfn.Unawaited(ctx), key, owner, done)
 	}
 	if err := s.Finish(ctx, key, owner, done); err != nil {
 		return err
@@ -113,5 +132,5 @@ func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string,
 	if b, err := s.Get(ctx, key, now, false); err != nil || b.State != asyncfn.Succeeded {
 		return fmt.Errorf("get after finish = %+v, %v", b, err)
 	}
-	return s.MarkDelivered(ctx, key, now, now.Add(10*time.Minute))
+	return s.MarkDelivered(asyncfn.Unawaited(ctx), key, now, now.Add(10*time.Minute))
 }
