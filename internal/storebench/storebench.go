@@ -3,10 +3,12 @@
 package storebench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,6 +57,7 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 			CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour),
 		}
 	}
+	behind := newBackground(64)
 	trips := []struct {
 		name string
 		trip func(s asyncfn.Store, owner string) error
@@ -71,10 +74,14 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 			if _, err := s.Get(ctx, bt.Key, bt.CreatedAt, false); !errors.Is(err, asyncfn.ErrNotFound) {
 				return fmt.Errorf("get of a new key = %v, want ErrNotFound", err)
 			}
-			if _, err := s.Create(asyncfn.Unawaited(ctx), bt); err != nil {
-				return err
-			}
-			return finish(ctx, s, bt.Key, owner, payload, false)
+			// The worker stores the batch after its answer, while the next one runs.
+			behind.start(func() error {
+				if _, err := s.Create(asyncfn.Unawaited(ctx), bt); err != nil {
+					return err
+				}
+				return finish(ctx, s, bt.Key, owner, payload, false)
+			})
+			return nil
 		}},
 		{"queued", func(s asyncfn.Store, owner string) error {
 			bt := newBatch()
@@ -105,6 +112,9 @@ func run(b *testing.B, rows int, open func(b *testing.B) asyncfn.Store) {
 					}
 				}
 			})
+			if err := behind.wait(); err != nil {
+				b.Error(err)
+			}
 		})
 	}
 }
@@ -133,4 +143,36 @@ func finish(ctx context.Context, s asyncfn.Store, key asyncfn.Key, owner string,
 		return fmt.Errorf("get after finish = %+v, %v", b, err)
 	}
 	return s.MarkDelivered(asyncfn.Unawaited(ctx), key, now, now.Add(10*time.Minute))
+}
+
+// background runs writes nobody waits for, up to a number at once, as the worker pool
+// stores the batches it ran before they were stored.
+type background struct {
+	slots chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	err   error
+}
+
+func newBackground(n int) *background { return &background{slots: make(chan struct{}, n)} }
+
+// start starts write, waiting while n run; its error comes from wait.
+func (g *background) start(write func() error) {
+	g.slots <- struct{}{}
+	g.wg.Go(func() {
+		defer func() { <-g.slots }()
+		if err := write(); err != nil {
+			g.mu.Lock()
+			g.err = cmp.Or(g.err, err)
+			g.mu.Unlock()
+		}
+	})
+}
+
+// wait waits for the writes started and returns the first error of one.
+func (g *background) wait() error {
+	g.wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
 }
