@@ -49,20 +49,24 @@ func (l *keyLocks) lock(ctx context.Context, key Key) (func(), error) {
 	}
 }
 
-// wait returns once no request holds key, or with the error of ctx if it ends first.
-func (l *keyLocks) wait(ctx context.Context, key Key) error {
+// wait returns once no request holds key or d has passed, or with the error of ctx if it
+// ends first.
+func (l *keyLocks) wait(ctx context.Context, key Key, d time.Duration) error {
 	l.mu.Lock()
 	busy, taken := l.held[key]
 	l.mu.Unlock()
 	if !taken {
 		return nil
 	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-busy:
-		return nil
+	case <-t.C:
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+	return nil
 }
 
 // firstRun is a batch run at once before it is stored. Its attempt's end stores it with

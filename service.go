@@ -434,10 +434,12 @@ func (s *Service) Poll(ctx context.Context, key Key) (*Batch, error) {
 	if _, err := s.Function(key.Function); err != nil {
 		return nil, err
 	}
-	if err := s.keys.wait(ctx, key); err != nil { // a batch of key may run unstored
+	// A batch of key may run before it is stored: its POST stores it within SyncWait.
+	started := time.Now()
+	if err := s.keys.wait(ctx, key, s.cfg.PollWait); err != nil {
 		return nil, err
 	}
-	return s.wait(ctx, key, s.cfg.PollWait)
+	return s.wait(ctx, key, max(s.cfg.PollWait-time.Since(started), 0))
 }
 
 // wait returns the batch once it is done, or its state after d.
