@@ -123,16 +123,18 @@ func (f *firstRun) running(ctx context.Context) (time.Time, bool) {
 	return f.leasedAt, f.inStore
 }
 
-// record stores the end of the batch's attempt: with finish, the way any attempt's end
-// is stored, if the POST stored the batch already; else created as it ran, its payload
-// included only if it is to run again, then finished. A store that is unavailable is
-// tried again until ctx ends, as finish does.
-func (f *firstRun) record(ctx context.Context, finish func() error, final bool, log *slog.Logger) error {
+// record stores the end of the batch's attempt at now: with finish, the way any
+// attempt's end is stored, if the POST stored the batch already; else created as it ran
+// (under a lease from now, which finish ends), its payload included only if it is to run
+// again, then finished. A store that is unavailable is tried again until ctx ends, as
+// finish does.
+func (f *firstRun) record(ctx context.Context, now time.Time, finish func() error, final bool, log *slog.Logger) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.letGo()
 	if !f.inStore {
 		b := f.batch
+		b.LeaseUntil = now.Add(f.lease)
 		if !final {
 			b.Payload = f.payload
 		}

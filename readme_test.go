@@ -217,6 +217,9 @@ func TestReadmeCommands(t *testing.T) {
 				case <-time.After(3 * time.Minute):
 				}
 				if !strings.HasPrefix(line, "asyncfn: ") {
+					// Its standard error is read once it has stopped writing it.
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					cmd.Wait()
 					t.Errorf("README.md:%d: %s did not start: first line %q; stderr:\n%s", b.line, c, line, stderr.String())
 				} else {
 					t.Logf("README.md:%d: %s: %s", b.line, c, strings.TrimSpace(line))

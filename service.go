@@ -238,13 +238,12 @@ func (s *Service) Accept(ctx context.Context, r Request) (*Batch, error) {
 		local.release() // not created: the worker is free for others at once
 	}
 	info := AcceptInfo{Key: r.Key, QueryID: r.QueryID, Rows: len(r.Rows), Bytes: len(r.Payload), Duration: s.now().Sub(now)}
-	switch {
-	case err == nil && runFirst:
-		s.obs.BatchAccepted(info)
-		local.first = newFirstRun(s.store, b, r.Payload, s.cfg.Local.cfg.Lease, unlock) // the key stays taken until the batch is stored
-		return s.runAtOnce(ctx, r, b, local, deadline, log)
-	case err == nil && local != nil:
-		unlock()
+	if err == nil && local != nil {
+		if runFirst {
+			local.first = newFirstRun(s.store, b, r.Payload, s.cfg.Local.cfg.Lease, unlock) // the key stays taken until the batch is stored
+		} else {
+			unlock()
+		}
 		s.obs.BatchAccepted(info)
 		return s.runAtOnce(ctx, r, b, local, deadline, log)
 	}
