@@ -160,7 +160,7 @@ func TestRunFirstPastSyncWait(t *testing.T) {
 	faulty := storetest.NewFaulty(memory.New())
 	svc, _ := atOnce(t, faulty, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
 		exclusive(s, p)
-		s.SyncWait, p.Lease = time.Second, 300*time.Millisecond
+		s.SyncWait, p.Lease = 1500*time.Millisecond, time.Second
 	}, asyncfn.Function{Name: "f", Func: gated(&calls, gate)})
 	ctx := context.Background()
 	const body = `{"data":[[0,"x"]]}`
@@ -172,7 +172,7 @@ func TestRunFirstPastSyncWait(t *testing.T) {
 	if err != nil || stored.State != asyncfn.Running || string(stored.Payload) != body {
 		t.Fatalf("stored after the 202: %+v, %v; want running with its payload", stored, err)
 	}
-	time.Sleep(time.Second) // three leases
+	time.Sleep(2500 * time.Millisecond) // two leases and a half
 	close(gate)
 	if got := storedAs(t, faulty.Store, b.Key, asyncfn.Succeeded); string(got.Result) != body || got.Attempts != 1 {
 		t.Errorf("finished as %+v; want its rows, after one attempt", got)
