@@ -2,6 +2,7 @@ package asyncfn
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -138,7 +139,14 @@ func (f *firstRun) record(ctx context.Context, now time.Time, finish func() erro
 		if !final {
 			b.Payload = f.payload
 		}
-		if err := untilAvailable(ctx, func() error { _, err := f.store.Create(ctx, &b); return err }, log); err != nil {
+		create := func() error {
+			old, err := f.store.Create(ctx, &b)
+			if errors.Is(err, ErrDuplicate) && old.State == Running && old.Owner == b.Owner {
+				return nil // a try that failed to say so created it: no other process could
+			}
+			return err
+		}
+		if err := untilAvailable(ctx, create, log); err != nil {
 			return err
 		}
 		f.inStore = true

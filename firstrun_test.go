@@ -285,3 +285,36 @@ func TestRunFirstBoundsUnstored(t *testing.T) {
 		t.Errorf("the function ran %d times for %d batches, want %d", got, n, n)
 	}
 }
+
+// ambiguousCreate is a store whose first Create of a batch run before it was stored
+// commits, then reports the outage that hid its answer.
+type ambiguousCreate struct {
+	asyncfn.Store
+	once sync.Once
+}
+
+func (s *ambiguousCreate) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
+	old, err := s.Store.Create(ctx, b)
+	if err == nil && b.State == asyncfn.Running && b.Payload == nil {
+		s.once.Do(func() { old, err = nil, errOutage })
+	}
+	return old, err
+}
+
+// TestRunFirstCreateAnswerLost: a create whose commit landed but whose answer was lost is
+// tried again, finds the batch it made, and finishes it. Without the fix the try found a
+// duplicate, gave up, and left the batch running, never finished.
+func TestRunFirstCreateAnswerLost(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	store := &ambiguousCreate{Store: memory.New()}
+	svc, _ := atOnce(t, store, exclusive, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	const body = `{"data":[[0,"x"]]}`
+	if b, err := svc.Accept(context.Background(), request("f", "b", body)); err != nil || b.State != asyncfn.Succeeded {
+		t.Fatalf("POST = %+v, %v; want answered", b, err)
+	}
+	got := storedAs(t, store.Store, asyncfn.Key{Function: "f", BatchID: "b"}, asyncfn.Succeeded)
+	if string(got.Result) != body || got.DeliveredAt.IsZero() || calls.Load() != 1 {
+		t.Errorf("stored %+v after %d calls; want its rows, delivered, after one call", got, calls.Load())
+	}
+}
