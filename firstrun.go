@@ -100,10 +100,8 @@ func (f *firstRun) storeRunning(ctx context.Context, now time.Time) error {
 	if f.inStore {
 		return nil
 	}
-	b := f.batch
-	b.Payload, b.LeaseUntil = f.payload, now.Add(f.lease)
 	leasedAt := time.Now()
-	if _, err := f.store.Create(ctx, &b); err != nil {
+	if err := f.create(ctx, now, true); err != nil {
 		return err
 	}
 	f.inStore, f.leasedAt = true, leasedAt
@@ -134,24 +132,28 @@ func (f *firstRun) record(ctx context.Context, now time.Time, finish func() erro
 	defer f.mu.Unlock()
 	defer f.letGo()
 	if !f.inStore {
-		b := f.batch
-		b.LeaseUntil = now.Add(f.lease)
-		if !final {
-			b.Payload = f.payload
-		}
-		create := func() error {
-			old, err := f.store.Create(ctx, &b)
-			if errors.Is(err, ErrDuplicate) && old.State == Running && old.Owner == b.Owner {
-				return nil // a try that failed to say so created it: no other process could
-			}
-			return err
-		}
-		if err := untilAvailable(ctx, create, log); err != nil {
+		if err := untilAvailable(ctx, func() error { return f.create(ctx, now, !final) }, log); err != nil {
 			return err
 		}
 		f.inStore = true
 	}
 	return finish()
+}
+
+// create stores the batch running under a lease from now, with its payload if
+// withPayload. A create whose commit landed but whose answer was lost (an outage), tried
+// again, finds the batch this process made: no other process could.
+func (f *firstRun) create(ctx context.Context, now time.Time, withPayload bool) error {
+	b := f.batch
+	b.LeaseUntil = now.Add(f.lease)
+	if withPayload {
+		b.Payload = f.payload
+	}
+	old, err := f.store.Create(ctx, &b)
+	if errors.Is(err, ErrDuplicate) && old.State == Running && old.Owner == b.Owner {
+		return nil
+	}
+	return err
 }
 
 // letGo ends the key's wait: the batch is stored, or given up (its attempt ended without

@@ -9,12 +9,12 @@ type Budget struct {
 	mu   sync.Mutex
 	max  int64
 	used int64
-	room chan struct{} // closed when bytes are given back, then replaced
+	room chan struct{} // made by a Take that waits, closed when bytes are given back
 }
 
 // New returns a budget of max bytes.
 func New(max int64) *Budget {
-	return &Budget{max: max, room: make(chan struct{})}
+	return &Budget{max: max}
 }
 
 // TryTake takes n bytes if they fit now, and reports whether they did.
@@ -39,6 +39,9 @@ func (b *Budget) Take(n int64) {
 			b.mu.Unlock()
 			return
 		}
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
 		room := b.room
 		b.mu.Unlock()
 		<-room
@@ -50,7 +53,9 @@ func (b *Budget) Give(n int64) {
 	n = min(n, b.max)
 	b.mu.Lock()
 	b.used -= n
-	close(b.room)
-	b.room = make(chan struct{})
+	if b.room != nil { // someone waits
+		close(b.room)
+		b.room = nil
+	}
 	b.mu.Unlock()
 }
