@@ -101,7 +101,9 @@ func (f *firstRun) storeRunning(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	leasedAt := time.Now()
-	if err := f.create(ctx, now, true); err != nil {
+	b := f.leased(now)
+	b.Payload = f.payload
+	if err := f.create(ctx, b); err != nil {
 		return err
 	}
 	f.inStore, f.leasedAt = true, leasedAt
@@ -122,36 +124,57 @@ func (f *firstRun) running(ctx context.Context) (time.Time, bool) {
 	return f.leasedAt, f.inStore
 }
 
-// record stores the end of the batch's attempt at now: with finish, the way any
-// attempt's end is stored, if the POST stored the batch already; else created as it ran
-// (under a lease from now, which finish ends), its payload included only if it is to run
-// again, then finished. A store that is unavailable is tried again until ctx ends, as
-// finish does.
-func (f *firstRun) record(ctx context.Context, now time.Time, finish func() error, final bool, log *slog.Logger) error {
+// record stores the end of the batch's attempt, fp: with finish, the way any attempt's
+// end is stored, if the POST stored the batch already; else in one create of the batch as
+// the attempt left it (Store.Create), its payload included only if it is to run again. A
+// store that is unavailable is tried again until ctx ends, as finish does.
+func (f *firstRun) record(ctx context.Context, fp FinishParams, finish func() error, log *slog.Logger) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.letGo()
-	if !f.inStore {
-		if err := untilAvailable(ctx, func() error { return f.create(ctx, now, !final) }, log); err != nil {
-			return err
-		}
-		f.inStore = true
+	if f.inStore {
+		return finish()
 	}
-	return finish()
-}
-
-// create stores the batch running under a lease from now, with its payload if
-// withPayload. A create whose commit landed but whose answer was lost (an outage), tried
-// again, finds the batch this process made: no other process could.
-func (f *firstRun) create(ctx context.Context, now time.Time, withPayload bool) error {
-	b := f.batch
-	b.LeaseUntil = now.Add(f.lease)
-	if withPayload {
+	b := Finished(f.leased(fp.Now), fp)
+	if !fp.Outcome.Final() {
 		b.Payload = f.payload
 	}
-	old, err := f.store.Create(ctx, &b)
-	if errors.Is(err, ErrDuplicate) && old.State == Running && old.Owner == b.Owner {
+	err := untilAvailable(ctx, func() error { return f.create(ctx, b) }, log)
+	if errors.Is(err, errStoredRunning) {
+		f.inStore = true
+		return finish()
+	}
+	if err != nil {
+		return err
+	}
+	f.inStore = true
+	return nil
+}
+
+// leased is the batch running under a lease from now, without its payload.
+func (f *firstRun) leased(now time.Time) *Batch {
+	b := f.batch
+	b.LeaseUntil = now.Add(f.lease)
+	return &b
+}
+
+// errStoredRunning is a create finding the batch running under this process's claim, as
+// storeRunning stored it before the 202 in a create whose answer was lost.
+var errStoredRunning = errors.New("the batch is stored running already")
+
+// create stores b. A create whose commit landed but whose answer was lost (an outage) is
+// found when tried again, since no other process could have made the batch while this one
+// holds its key: b's own is success, storeRunning's is errStoredRunning.
+func (f *firstRun) create(ctx context.Context, b *Batch) error {
+	old, err := f.store.Create(ctx, b)
+	if !errors.Is(err, ErrDuplicate) {
+		return err
+	}
+	switch {
+	case old.State == b.State && old.Owner == b.Owner && old.Attempts == b.Attempts:
 		return nil
+	case old.State == Running && old.Owner == f.batch.Owner && old.Attempts == f.batch.Attempts:
+		return errStoredRunning
 	}
 	return err
 }

@@ -48,8 +48,8 @@ func storedAs(t *testing.T, s asyncfn.Store, key asyncfn.Key, state asyncfn.Stat
 }
 
 // TestRunFirstStoresOnce: on a store of this process alone, a batch run at once is
-// stored after its answer, created finished and delivered (no MarkDelivered), and read
-// once before it runs to find an earlier batch of its key.
+// stored after its answer in one write, created finished and delivered (no Finish, no
+// MarkDelivered), and read once before it runs to find an earlier batch of its key.
 func TestRunFirstStoresOnce(t *testing.T) {
 	t.Parallel()
 	faulty := storetest.NewFaulty(memory.New())
@@ -68,7 +68,7 @@ func TestRunFirstStoresOnce(t *testing.T) {
 			t.Errorf("batch %d stored as %+v; want delivered, without its payload, one attempt", i, b)
 		}
 	}
-	for op, want := range map[storetest.Op]int{storetest.OpCreate: n, storetest.OpFinish: n, storetest.OpSavePayload: 0, storetest.OpMarkDelivered: 0} {
+	for op, want := range map[storetest.Op]int{storetest.OpCreate: n, storetest.OpFinish: 0, storetest.OpSavePayload: 0, storetest.OpMarkDelivered: 0} {
 		if got := faulty.Calls(op); got != want {
 			t.Errorf("%s called %d times for %d batches, want %d", op, got, n, want)
 		}
@@ -227,7 +227,7 @@ func TestRunFirstCheckpointsCreated(t *testing.T) {
 }
 
 // creatingGate is a store whose Create of a batch run before it was stored (one created
-// running without its payload) waits until open is closed.
+// finished) waits until open is closed.
 type creatingGate struct {
 	asyncfn.Store
 	open    chan struct{}
@@ -235,7 +235,7 @@ type creatingGate struct {
 }
 
 func (s *creatingGate) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
-	if b.State == asyncfn.Running && b.Payload == nil {
+	if b.State.Done() {
 		s.waiting.Add(1)
 		<-s.open
 	}
@@ -286,35 +286,56 @@ func TestRunFirstBoundsUnstored(t *testing.T) {
 	}
 }
 
-// ambiguousCreate is a store whose first Create of a batch run before it was stored
-// commits, then reports the outage that hid its answer.
+// ambiguousCreate is a store whose first Create of each key commits, then reports the
+// outage that hid its answer.
 type ambiguousCreate struct {
 	asyncfn.Store
-	once sync.Once
+	mu   sync.Mutex
+	seen map[asyncfn.Key]bool
 }
 
 func (s *ambiguousCreate) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, error) {
 	old, err := s.Store.Create(ctx, b)
-	if err == nil && b.State == asyncfn.Running && b.Payload == nil {
-		s.once.Do(func() { old, err = nil, errOutage })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && !s.seen[b.Key] {
+		if s.seen == nil {
+			s.seen = map[asyncfn.Key]bool{}
+		}
+		s.seen[b.Key] = true
+		return nil, errOutage
 	}
 	return old, err
 }
 
 // TestRunFirstCreateAnswerLost: a create whose commit landed but whose answer was lost is
-// tried again, finds the batch it made, and finishes it. Without the fix the try found a
-// duplicate, gave up, and left the batch running, never finished.
+// found when tried again. After an answer, the batch is stored finished. Before a 202, the
+// POST fails (Snowflake tries it again) and the batch, stored running, is finished when its
+// attempt ends, once. Without the fix the attempt's create found a duplicate and gave up,
+// leaving the batch running until its lease ran out and it ran a second time.
 func TestRunFirstCreateAnswerLost(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
+	gate := make(chan struct{})
 	store := &ambiguousCreate{Store: memory.New()}
-	svc, _ := atOnce(t, store, exclusive, asyncfn.Function{Name: "f", Func: counting(&calls, asyncfn.Echo)})
+	svc, _ := atOnce(t, store, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+		exclusive(s, p)
+		s.SyncWait = 200 * time.Millisecond
+	}, asyncfn.Function{Name: "f", Func: asyncfn.Echo}, asyncfn.Function{Name: "slow", Func: gated(&calls, gate)})
 	const body = `{"data":[[0,"x"]]}`
 	if b, err := svc.Accept(context.Background(), request("f", "b", body)); err != nil || b.State != asyncfn.Succeeded {
 		t.Fatalf("POST = %+v, %v; want answered", b, err)
 	}
 	got := storedAs(t, store.Store, asyncfn.Key{Function: "f", BatchID: "b"}, asyncfn.Succeeded)
-	if string(got.Result) != body || got.DeliveredAt.IsZero() || calls.Load() != 1 {
-		t.Errorf("stored %+v after %d calls; want its rows, delivered, after one call", got, calls.Load())
+	if string(got.Result) != body || got.DeliveredAt.IsZero() {
+		t.Errorf("stored %+v; want its rows, delivered", got)
+	}
+	if b, err := svc.Accept(context.Background(), request("slow", "b", body)); !errors.Is(err, asyncfn.ErrUnavailable) {
+		t.Fatalf("POST of a slow batch whose create lost its answer = %+v, %v; want unavailable", b, err)
+	}
+	close(gate)
+	got = storedAs(t, store.Store, asyncfn.Key{Function: "slow", BatchID: "b"}, asyncfn.Succeeded)
+	if string(got.Result) != body || calls.Load() != 1 {
+		t.Errorf("stored %+v after %d calls; want its rows after one call", got, calls.Load())
 	}
 }

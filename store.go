@@ -27,7 +27,12 @@ type Store interface {
 	// claimed by its creator (a worker of the accepting process runs it at once), with
 	// Owner, LeaseUntil, StartedAt and Attempts 1 set as Claim would set them; such a
 	// batch may come without its Payload (nil), which its creator holds in memory and
-	// stores with SavePayload before it acknowledges the batch with a 202. If a live batch with b.Key exists, Create changes
+	// stores with SavePayload before it acknowledges the batch with a 202. A creator that
+	// ran b's first attempt before storing it (ServiceConfig.Exclusive) stores b as that
+	// attempt left it, as Finished leaves a claimed batch: Succeeded or Failed, without its
+	// Payload, with its Result or Error, FinishedAt and, if its answer went out,
+	// DeliveredAt; or Queued, with its Payload, to be tried again (Attempts, RunAfter and
+	// the attempt's Error set). If a live batch with b.Key exists, Create changes
 	// nothing and returns a copy of it with ErrDuplicate when its Digest equals b.Digest,
 	// or with ErrConflict when it does not. Creating the same key concurrently stores
 	// exactly one batch; every other caller gets ErrDuplicate or ErrConflict. A key whose

@@ -357,7 +357,7 @@ func (p *Pool) record(ctx context.Context, key Key, first *firstRun, fp FinishPa
 	if first == nil {
 		return finish()
 	}
-	return first.record(ctx, fp.Now, finish, fp.Outcome.Final(), log)
+	return first.record(ctx, fp, finish, log)
 }
 
 // untilAvailable calls write, and again after a growing pause while it fails with

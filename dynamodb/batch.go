@@ -37,12 +37,22 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		return nil, asyncfn.ErrClosed
 	}
 	it := metaItem(b, shardName(shardOf(b.Key, s.shards)))
-	if b.Payload != nil { // nil: created claimed, its payload to come
-		payload, err := s.putBlob(ctx, pkOf(b.Key), aPayload, b.Payload, ttlOf(b.ExpiresAt))
+	for _, blob := range []struct {
+		name string
+		data []byte
+		put  bool
+	}{
+		{aPayload, b.Payload, b.Payload != nil},           // nil: created claimed, its payload to come, or finished
+		{aResult, b.Result, b.State == asyncfn.Succeeded}, // stored as its first attempt left it
+	} {
+		if !blob.put {
+			continue
+		}
+		v, err := s.putBlob(ctx, pkOf(b.Key), blob.name, blob.data, ttlOf(b.ExpiresAt))
 		if err != nil {
 			return nil, err
 		}
-		maps.Copy(it, payload)
+		maps.Copy(it, v)
 	}
 	cond := "attribute_not_exists(#pk) OR #expires_at <= :now"
 	// A live batch found by the failed condition may be swept before it is read: then

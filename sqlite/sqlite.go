@@ -429,7 +429,7 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 	}
 	args := []any{b.Key.Function, b.Key.BatchID, b.QueryID, b.State, b.Digest, b.Rows, kind, msg,
 		b.Attempts, b.MaxAttempts, b.Owner, nanos(b.LeaseUntil), nanos(b.RunAfter),
-		nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.ExpiresAt), headers}
+		nanos(b.CreatedAt), nanos(b.StartedAt), nanos(b.FinishedAt), nanos(b.DeliveredAt), nanos(b.ExpiresAt), headers}
 	var old *asyncfn.Batch
 	err := s.tx(ctx, func(tx txn) error {
 		old = nil
@@ -464,7 +464,12 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 				return err
 			}
 		}
-		if b.Payload == nil { // created claimed, its payload to come (see Store.Create)
+		if b.State == asyncfn.Succeeded { // stored as its first attempt left it (see Store.Create)
+			if err := s.putBlob(ctx, tx, b.Key, "result", b.Result); err != nil {
+				return err
+			}
+		}
+		if b.Payload == nil { // created claimed, its payload to come, or finished
 			return nil
 		}
 		return s.putBlob(ctx, tx, b.Key, "payload", b.Payload)
@@ -475,7 +480,7 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 // insertBatch is the insert of Create, after INSERT or INSERT OR REPLACE.
 const insertBatch = `INTO batches (function, batch_id, query_id, state, digest, rows, error_kind,
 	error_message, attempts, max_attempts, owner, lease_until, run_after, created_at, started_at,
-	expires_at, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	finished_at, delivered_at, expires_at, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
 	if s.closed.Load() {

@@ -51,6 +51,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CreateClaimed", testCreateClaimed},
 		{"CreateClaimedWithoutPayload", testCreateClaimedWithoutPayload},
 		{"RecreateClaimedWithoutPayload", testRecreateClaimedWithoutPayload},
+		{"CreateFinished", testCreateFinished},
+		{"CreateAfterAttempt", testCreateAfterAttempt},
 		{"GetNotFound", testGetNotFound},
 		{"GetExpired", testGetExpired},
 		{"KeysAreSeparate", testKeysAreSeparate},
@@ -357,6 +359,89 @@ func testCreateClaimedWithoutPayload(t *testing.T, s asyncfn.Store) {
 	}
 	err = s.SavePayload(ctx, asyncfn.Key{Function: "echo", BatchID: "nope"}, later, payload)
 	wantErr(t, "SavePayload of an unknown batch", err, asyncfn.ErrNotFound)
+}
+
+// A batch stored as its first attempt left it, finished, is what Finish would have made
+// of it: its answer is read back, no worker runs it, and it expires as any other.
+func testCreateFinished(t *testing.T, s asyncfn.Store) {
+	done := t0.Add(2 * time.Second)
+	grace := done.Add(10 * time.Minute)
+	result := []byte(`{"data":[[0,"ok"],[1,"two"]]}`)
+	running := func(id string) *asyncfn.Batch {
+		b := newBatch("echo", id, t0)
+		b.State, b.Owner, b.LeaseUntil, b.StartedAt, b.Attempts = asyncfn.Running, "front", t0.Add(30*time.Second), t0, 1
+		return b
+	}
+	served := asyncfn.Succeed(done, result)
+	served.GraceUntil = grace
+	ok := asyncfn.Finished(running("ok-first"), served)
+	ok.Payload = nil
+	fail := &asyncfn.Error{Kind: asyncfn.InvalidInput, Message: "row 1: not a number."}
+	bad := asyncfn.Finished(running("bad-first"), asyncfn.Fail(done, fail))
+	bad.Payload = nil
+	mustCreate(t, s, ok)
+	mustCreate(t, s, bad)
+
+	got := mustGet(t, s, ok.Key, done)
+	wantState(t, got, asyncfn.Succeeded)
+	if !bytes.Equal(got.Result, result) || got.Payload != nil || got.Error != nil || got.Attempts != 1 || got.Owner != "" {
+		t.Fatalf("batch created succeeded = %+v (result %q)", got, got.Result)
+	}
+	wantTime(t, "StartedAt", got.StartedAt, t0)
+	wantTime(t, "FinishedAt", got.FinishedAt, done)
+	wantTime(t, "DeliveredAt", got.DeliveredAt, done)
+	wantTime(t, "ExpiresAt", got.ExpiresAt, grace)
+	got = mustGet(t, s, bad.Key, done)
+	wantState(t, got, asyncfn.Failed)
+	if got.Error == nil || *got.Error != *fail || got.Result != nil || !got.DeliveredAt.IsZero() {
+		t.Fatalf("batch created failed = %+v, error %v", got, got.Error)
+	}
+	wantTime(t, "FinishedAt", got.FinishedAt, done)
+
+	// A retried POST finds the answer; nothing runs it again.
+	old, err := s.Create(ctx, running("ok-first"))
+	wantErr(t, "Create of a key stored finished", err, asyncfn.ErrDuplicate)
+	if old == nil || old.State != asyncfn.Succeeded {
+		t.Fatalf("Create of a key stored finished returned %+v; want the succeeded batch", old)
+	}
+	if claimed, err := s.Claim(ctx, claim("w", done.Add(time.Hour), 10)); err != nil || len(claimed) != 0 {
+		t.Fatalf("Claim = %v, %v; want nothing: both batches are finished", keysOf(claimed), err)
+	}
+	_, err = s.ClaimKey(ctx, bad.Key, claim("w", done, 1))
+	wantErr(t, "ClaimKey of a batch created failed", err, asyncfn.ErrNotClaimable)
+	// Its answer not served yet, the failed batch is delivered as any other.
+	if err := s.MarkDelivered(ctx, bad.Key, done.Add(time.Second), grace); err != nil {
+		t.Fatalf("MarkDelivered of a batch created failed: %v", err)
+	}
+	wantTime(t, "DeliveredAt after MarkDelivered", mustGet(t, s, bad.Key, done).DeliveredAt, done.Add(time.Second))
+	if n, err := s.Sweep(ctx, grace, 10); err != nil || n != 2 {
+		t.Fatalf("Sweep after the grace period = %d, %v; want both batches", n, err)
+	}
+	_, err = s.Get(ctx, ok.Key, t0, false)
+	wantErr(t, "Get after Sweep", err, asyncfn.ErrNotFound)
+}
+
+// A batch stored after a first attempt that is to be tried again is queued with that
+// attempt counted, its error kept, and runs again after RunAfter.
+func testCreateAfterAttempt(t *testing.T, s asyncfn.Store) {
+	b := newBatch("echo", "again-later", t0)
+	payload := b.Payload
+	b.State, b.Owner, b.LeaseUntil, b.StartedAt, b.Attempts = asyncfn.Running, "front", t0.Add(30*time.Second), t0, 1
+	lastErr := &asyncfn.Error{Kind: asyncfn.Retryable, Message: "the upstream is busy."}
+	q := asyncfn.Finished(b, asyncfn.Retry(t0.Add(time.Second), lastErr, t0.Add(time.Minute)))
+	mustCreate(t, s, q)
+	got := mustGet(t, s, b.Key, t0.Add(time.Second))
+	wantState(t, got, asyncfn.Queued)
+	if got.Attempts != 1 || got.Error == nil || *got.Error != *lastErr || !bytes.Equal(got.Payload, payload) {
+		t.Fatalf("batch created after an attempt = %+v, error %v", got, got.Error)
+	}
+	if claimed, err := s.Claim(ctx, claim("w", t0.Add(30*time.Second), 10)); err != nil || len(claimed) != 0 {
+		t.Fatalf("Claim before RunAfter = %v, %v; want nothing", keysOf(claimed), err)
+	}
+	claimed, err := s.Claim(ctx, claim("w", t0.Add(2*time.Minute), 10))
+	if err != nil || len(claimed) != 1 || claimed[0].Attempts != 2 || !bytes.Equal(claimed[0].Payload, payload) {
+		t.Fatalf("Claim after RunAfter = %+v, %v; want the batch with its payload, attempt 2", claimed, err)
+	}
 }
 
 // An expired batch not yet swept, whose key is created again claimed and without its
