@@ -49,6 +49,8 @@ type Store struct {
 	group  group.Committer[txn]
 	stmts  sync.Map // prepared statements by stmtKey
 	lock   *os.File
+	keys   keys
+	log    *slog.Logger
 	closed atomic.Bool
 }
 
@@ -160,7 +162,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8) // not the default 2: a read would open a connection and prepare its statements again
-	s := &Store{write: write, conn: conn, read: read, lock: lock}
+	s := &Store{write: write, conn: conn, read: read, lock: lock, log: log}
 	s.group = group.Committer[txn]{
 		Begin: func(ctx context.Context) (txn, error) {
 			if s.closed.Load() {
@@ -226,6 +228,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if n, _ := res.RowsAffected(); n > 0 {
 		log.Warn("sqlite: batches left running by a previous process will run again", "file", path, "batches", n)
 	}
+	f, err := s.scanKeys(ctx, nil)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite store %s: reading the keys stored: %w", path, err)
+	}
+	s.keys.cur.Store(f)
 	return s, nil
 }
 
@@ -433,6 +441,7 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 	var old *asyncfn.Batch
 	err := s.tx(ctx, func(tx txn) error {
 		old = nil
+		s.added(b.Key)
 		// Most keys are new: the insert alone decides, and the row is read only when a
 		// batch holds the key already.
 		res, err := tx.ExecContext(ctx, `INSERT `+insertBatch+` ON CONFLICT (function, batch_id) DO NOTHING`, args...)
@@ -485,6 +494,9 @@ const insertBatch = `INTO batches (function, batch_id, query_id, state, digest, 
 func (s *Store) Get(ctx context.Context, key asyncfn.Key, now time.Time, withPayload bool) (*asyncfn.Batch, error) {
 	if s.closed.Load() {
 		return nil, asyncfn.ErrClosed
+	}
+	if !s.mayHold(key) {
+		return nil, asyncfn.ErrNotFound
 	}
 	var result, payload []byte
 	payloadCol := "NULL"
@@ -908,6 +920,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.stopKeys()
 	s.stmts.Range(func(_, st any) bool {
 		st.(*sql.Stmt).Close()
 		return true
