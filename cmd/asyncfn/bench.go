@@ -78,7 +78,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		b := bench
 		b.URL = server.URL
+		others := othersCPU()
 		result, err := caller.Bench(ctx, b)
+		if cores, ok := others(); ok {
+			report.BaselineOthersCores = &cores
+		}
 		closeErr := server.Close()
 		if err != nil {
 			return fmt.Errorf("baseline: %w", err)
@@ -103,7 +107,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if report.Baseline != nil {
-		fmt.Fprintf(stdout, "baseline (in-process synchronous echo, run first)\n%s\nservice\n", report.Baseline.Report())
+		fmt.Fprintf(stdout, "baseline (in-process synchronous echo, run first)\n%s", report.Baseline.Report())
+		if c := report.BaselineOthersCores; c != nil {
+			fmt.Fprintf(stdout, "others        %.2f cores busy outside this process meanwhile\n", *c)
+			if report.baselineSlowed() {
+				fmt.Fprintf(stdout, "warning       the baseline shared the CPU with other processes (a service busy while idle?), so the ratio overstates the service\n")
+			}
+		}
+		fmt.Fprint(stdout, "\nservice\n")
 	}
 	fmt.Fprint(stdout, report.Report())
 	if report.Baseline != nil {
@@ -118,6 +129,17 @@ type benchReport struct {
 	caller.BenchResult
 	Baseline *caller.BenchResult `json:"baseline,omitempty"`
 	Ratio    float64             `json:"ratio,omitempty"`
+	// BaselineOthersCores is how many cores other processes kept busy while the baseline
+	// ran (Linux). A service on the same machine that is busy while idle slows the
+	// baseline and inflates the ratio: it once made a polling loop's 2-core service look
+	// twice as fast as it was.
+	BaselineOthersCores *float64 `json:"baseline_others_cores,omitempty"`
+}
+
+// baselineSlowed reports whether other processes took a quarter of a core or more from
+// a baseline that ran long enough (half a second) for the count to mean it.
+func (r *benchReport) baselineSlowed() bool {
+	return r.BaselineOthersCores != nil && *r.BaselineOthersCores >= 0.25 && r.Baseline.ElapsedSeconds >= 0.5
 }
 
 // readRows reads up to limit rows (all when limit is 0): a load test sends the same

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -48,6 +51,32 @@ func TestBenchJSONWithBaseline(t *testing.T) {
 	if got.Rows != 30 || got.Errors != 0 || got.RowsPerSecond <= 0 || got.Ratio <= 0 || got.Baseline.Rows != 30 ||
 		!strings.HasPrefix(got.Baseline.URL, "http://127.0.0.1:") || got.Baseline.URL == got.URL {
 		t.Errorf("result %+v from %s", got, stdout)
+	}
+}
+
+// TestBenchBaselineSeesOthers: a process busy beside the baseline (here a shell loop; in
+// the case that hid it, a service whose idle claim loop spun) slows the baseline, so the
+// ratio overstates the service: bench says how many cores others used and warns. Not
+// parallel: the loop takes a core. Linux only, where /proc tells.
+func TestBenchBaselineSeesOthers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("other processes' CPU time is read from /proc")
+	}
+	hog := exec.Command("sh", "-c", "while :; do :; done")
+	if err := hog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hog.Process.Kill(); hog.Wait() })
+	stdout, _, err := bench(t, "--baseline", "--duration", "700ms", "--rows", "10", "--concurrency", "2", echoURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cores float64
+	if _, err := fmt.Sscanf(stdout[strings.Index(stdout, "others")+len("others"):], "%f cores", &cores); err != nil || cores < 0.3 {
+		t.Errorf("others: %v cores (%v) beside a busy loop; want at least 0.3 in\n%s", cores, err, stdout)
+	}
+	if !strings.Contains(stdout, "warning       the baseline shared the CPU") {
+		t.Errorf("no warning beside a busy loop in\n%s", stdout)
 	}
 }
 
