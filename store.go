@@ -218,7 +218,10 @@ type Event struct {
 type Notifier interface {
 	// Listen calls fn for every event published by any process, including this one,
 	// until ctx is done or the connection fails, and returns the reason. Events may be
-	// lost or repeated; listeners must re-read the store. fn must not block.
+	// lost or repeated; listeners must re-read the store. fn must not block. A finish
+	// that records its answer's delivery (FinishParams.GraceUntil) need not publish one:
+	// its client has the answer, and a request held elsewhere for the batch finds it when
+	// it re-reads the store (ServiceConfig.Recheck).
 	Listen(ctx context.Context, fn func(Event)) error
 }
 

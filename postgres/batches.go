@@ -156,12 +156,14 @@ func newQueries(schema string) queries {
 		// The three outcomes of asyncfn.Finished, each conditional on the lease. A batch
 		// finished has no more use for its saved rows. A final one may be delivered with it
 		// (least ignores a NULL grace).
+		// A batch whose answer went out as it finished (delivered_at given) is news to
+		// nobody: its client has the answer (see asyncfn.Notifier).
 		finishSucceeded: r.Replace(`WITH done AS (
 				UPDATE {t} SET state = 'succeeded', owner = '', lease_until = NULL,
 					result = $4, error_kind = NULL, error_message = NULL, finished_at = $5,
 					delivered_at = $6, expires_at = least(expires_at, $7)
 				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
-				RETURNING {notify}({ch}, 'succeeded', function, batch_id)
+				RETURNING CASE WHEN $6::timestamptz IS NULL THEN {notify}({ch}, 'succeeded', function, batch_id) END
 			), dropped AS (
 				DELETE FROM {saved} WHERE function = $1 AND batch_id = $2 AND EXISTS (SELECT FROM done)
 			)
@@ -171,7 +173,7 @@ func newQueries(schema string) queries {
 					error_kind = $4, error_message = $5, finished_at = $6,
 					delivered_at = $7, expires_at = least(expires_at, $8)
 				WHERE function = $1 AND batch_id = $2 AND state = 'running' AND owner = $3
-				RETURNING {notify}({ch}, 'failed', function, batch_id)
+				RETURNING CASE WHEN $7::timestamptz IS NULL THEN {notify}({ch}, 'failed', function, batch_id) END
 			), dropped AS (
 				DELETE FROM {saved} WHERE function = $1 AND batch_id = $2 AND EXISTS (SELECT FROM done)
 			)
