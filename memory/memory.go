@@ -17,15 +17,28 @@ import (
 type Store struct {
 	mu      sync.Mutex
 	batches map[asyncfn.Key]*asyncfn.Batch
-	given   map[asyncfn.Key]int // bytes given to Checkpoint (asyncfn.MaxSavedBytes)
-	closed  bool
+	// active holds the batches that are queued or running, the only ones Claim
+	// and CountQueued look at: the finished ones, kept for their grace period, are most.
+	active map[asyncfn.Key]*asyncfn.Batch
+	given  map[asyncfn.Key]int // bytes given to Checkpoint (asyncfn.MaxSavedBytes)
+	closed bool
 }
 
 var _ asyncfn.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{batches: map[asyncfn.Key]*asyncfn.Batch{}, given: map[asyncfn.Key]int{}}
+	return &Store{batches: map[asyncfn.Key]*asyncfn.Batch{}, active: map[asyncfn.Key]*asyncfn.Batch{}, given: map[asyncfn.Key]int{}}
+}
+
+// track keeps active up to date with b, stored at key, after a change of its state.
+// Callers hold mu.
+func (s *Store) track(key asyncfn.Key, b *asyncfn.Batch) {
+	if b.State == asyncfn.Queued || b.State == asyncfn.Running {
+		s.active[key] = b
+	} else {
+		delete(s.active, key)
+	}
 }
 
 // live returns the batch at key unless it is absent or expired at now. Callers hold mu.
@@ -66,6 +79,7 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 	c := clone(b, true)
 	c.Payload, c.Saved = slices.Clone(b.Payload), nil
 	s.batches[b.Key] = c
+	s.track(b.Key, c)
 	delete(s.given, b.Key)
 	return nil, nil
 }
@@ -124,7 +138,7 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 		return nil, asyncfn.ErrClosed
 	}
 	var candidates []*asyncfn.Batch
-	for _, b := range s.batches {
+	for key, b := range s.active {
 		if !b.ExpiresAt.After(p.Now) {
 			continue
 		}
@@ -134,6 +148,7 @@ func (s *Store) Claim(ctx context.Context, p asyncfn.ClaimParams) ([]*asyncfn.Ba
 		if claimable(b, p.Now) {
 			candidates = append(candidates, b)
 		}
+		s.track(key, b) // claimable fails an abandoned batch
 	}
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i].CreatedAt.Before(candidates[j].CreatedAt) })
 	if len(candidates) > p.Limit {
@@ -156,7 +171,9 @@ func (s *Store) ClaimKey(ctx context.Context, key asyncfn.Key, p asyncfn.ClaimPa
 	if b == nil {
 		return nil, asyncfn.ErrNotFound
 	}
-	if !claimable(b, p.Now) {
+	ok := claimable(b, p.Now)
+	s.track(key, b) // claimable fails an abandoned batch
+	if !ok {
 		return nil, asyncfn.ErrNotClaimable
 	}
 	return lease(b, p), nil
@@ -217,6 +234,7 @@ func (s *Store) Finish(ctx context.Context, key asyncfn.Key, owner string, p asy
 		delete(s.given, key)
 	}
 	*b = *next
+	s.track(key, b)
 	return nil
 }
 
@@ -271,6 +289,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 		}
 		if !b.ExpiresAt.After(now) {
 			delete(s.batches, k)
+			delete(s.active, k)
 			delete(s.given, k)
 			n++
 		}
@@ -294,8 +313,18 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error)
 }
 
 func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
-	st, err := s.Stats(ctx, now)
-	return st.Queued, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, asyncfn.ErrClosed
+	}
+	n := 0
+	for _, b := range s.active {
+		if b.State == asyncfn.Queued && b.ExpiresAt.After(now) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (s *Store) Ping(ctx context.Context) error {
@@ -311,6 +340,6 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.batches = nil
+	s.batches, s.active = nil, nil
 	return nil
 }
