@@ -44,10 +44,19 @@ func newKeyFilter(capacity int) *keyFilter {
 func keyHash[T ~string | ~[]byte](function, batchID T) uint64 {
 	var h maphash.Hash
 	h.SetSeed(keySeed)
-	h.Write([]byte(function))
+	write(&h, function)
 	h.WriteByte(0) // never in a function name
-	h.Write([]byte(batchID))
+	write(&h, batchID)
 	return h.Sum64()
+}
+
+// write adds v to h without copying it.
+func write[T ~string | ~[]byte](h *maphash.Hash, v T) {
+	if s, ok := any(v).(string); ok {
+		h.WriteString(s)
+	} else {
+		h.Write([]byte(v))
+	}
 }
 
 // positions calls fn with the word and bit of each of the bits of the key hashed to h
