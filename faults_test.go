@@ -3,8 +3,10 @@ package asyncfn_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -200,6 +202,12 @@ func TestReadyWhileWritesFail(t *testing.T) {
 // then edited by edit (if not nil), and the pool, started; stopped at cleanup.
 func atOnce(t *testing.T, store asyncfn.Store, edit func(*asyncfn.ServiceConfig, *asyncfn.PoolConfig), fns ...asyncfn.Function) (*asyncfn.Service, *asyncfn.Pool) {
 	t.Helper()
+	return atOnceLogged(t, store, discard, edit, fns...)
+}
+
+// atOnceLogged is atOnce with both logging to log.
+func atOnceLogged(t *testing.T, store asyncfn.Store, log *slog.Logger, edit func(*asyncfn.ServiceConfig, *asyncfn.PoolConfig), fns ...asyncfn.Function) (*asyncfn.Service, *asyncfn.Pool) {
+	t.Helper()
 	reg, err := asyncfn.NewRegistry(fns...)
 	if err != nil {
 		t.Fatal(err)
@@ -210,18 +218,36 @@ func atOnce(t *testing.T, store asyncfn.Store, edit func(*asyncfn.ServiceConfig,
 	if edit != nil {
 		edit(&cfg, &pcfg)
 	}
-	pool, err := asyncfn.NewPool(store, reg, hub, discard, pcfg)
+	pool, err := asyncfn.NewPool(store, reg, hub, log, pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Local = pool
-	svc, err := asyncfn.NewService(store, reg, hub, discard, cfg)
+	svc, err := asyncfn.NewService(store, reg, hub, log, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool.Start(context.Background())
 	t.Cleanup(pool.Stop)
 	return svc, pool
+}
+
+// syncBuffer is a log destination that can be read while goroutines write to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // pollEvery is an edit for atOnce: the pool polls the store every d.

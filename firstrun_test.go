@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,16 +310,19 @@ func (s *ambiguousCreate) Create(ctx context.Context, b *asyncfn.Batch) (*asyncf
 }
 
 // TestRunFirstCreateAnswerLost: a create whose commit landed but whose answer was lost is
-// found when tried again. After an answer, the batch is stored finished. Before a 202, the
-// POST fails (Snowflake tries it again) and the batch, stored running, is finished when its
-// attempt ends, once. Without the fix the attempt's create found a duplicate and gave up,
-// leaving the batch running until its lease ran out and it ran a second time.
+// found when tried again. After an answer, the batch is stored finished, and no error is
+// logged; without the fix, "could not record the outcome of a batch; it will run again
+// when its lease expires", which was false. Before a 202, the POST fails (Snowflake tries
+// it again) and the batch, stored running, is finished when its attempt ends, once;
+// without the fix the attempt's create found a duplicate and gave up, leaving the batch
+// running until its lease ran out and it ran a second time.
 func TestRunFirstCreateAnswerLost(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32
 	gate := make(chan struct{})
 	store := &ambiguousCreate{Store: memory.New()}
-	svc, _ := atOnce(t, store, func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
+	var logs syncBuffer
+	svc, _ := atOnceLogged(t, store, slog.New(slog.NewTextHandler(&logs, nil)), func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
 		exclusive(s, p)
 		s.SyncWait = 200 * time.Millisecond
 	}, asyncfn.Function{Name: "f", Func: asyncfn.Echo}, asyncfn.Function{Name: "slow", Func: gated(&calls, gate)})
@@ -337,5 +341,8 @@ func TestRunFirstCreateAnswerLost(t *testing.T) {
 	got = storedAs(t, store.Store, asyncfn.Key{Function: "slow", BatchID: "b"}, asyncfn.Succeeded)
 	if string(got.Result) != body || calls.Load() != 1 {
 		t.Errorf("stored %+v after %d calls; want its rows after one call", got, calls.Load())
+	}
+	if strings.Contains(logs.String(), "it will run again when its lease expires") {
+		t.Errorf("a create found after its answer was lost was logged as not recorded:\n%s", logs.String())
 	}
 }
