@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,24 +229,6 @@ func atOnceLogged(t *testing.T, store asyncfn.Store, log *slog.Logger, edit func
 	pool.Start(context.Background())
 	t.Cleanup(pool.Stop)
 	return svc, pool
-}
-
-// syncBuffer is a log destination that can be read while goroutines write to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pollEvery is an edit for atOnce: the pool polls the store every d.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncfn/asyncfn"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 	"github.com/asyncfn/asyncfn/memory"
 	"github.com/asyncfn/asyncfn/storetest"
 )
@@ -321,7 +322,7 @@ func TestRunFirstCreateAnswerLost(t *testing.T) {
 	var calls atomic.Int32
 	gate := make(chan struct{})
 	store := &ambiguousCreate{Store: memory.New()}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	svc, _ := atOnceLogged(t, store, slog.New(slog.NewTextHandler(&logs, nil)), func(s *asyncfn.ServiceConfig, p *asyncfn.PoolConfig) {
 		exclusive(s, p)
 		s.SyncWait = 200 * time.Millisecond

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 )
 
 // tmpDir holds the binary for the whole test run; TestMain removes it.
@@ -67,24 +69,6 @@ func environ() []string {
 	return env
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output copier and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // firstLine is a writer that hands its first line to a channel and discards the rest.
 type firstLine struct {
 	mu   sync.Mutex
@@ -111,7 +95,7 @@ func (w *firstLine) Write(p []byte) (int, error) {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	banner string
 	addr   string        // host:port it serves HTTP on, if any
 	exited chan struct{} // closed when it has exited
@@ -123,7 +107,7 @@ var addrRE = regexp.MustCompile(`on http://(\S+)`)
 // its store is open and migrated, and its listener bound). It is killed at cleanup.
 func start(t testing.TB, name string, args ...string) (*proc, error) {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, cmd: exec.Command(binary(t), args...), stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd.Env = environ()
 	p.cmd.Stderr = p.stderr
 	first := &firstLine{c: make(chan string, 1)}

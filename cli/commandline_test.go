@@ -14,6 +14,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 	"github.com/asyncfn/asyncfn/postgres/pgtest"
 )
 
@@ -23,7 +24,7 @@ func runOutput(t *testing.T, args []string, env map[string]string) (stdout, stde
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- cli.Main(ctx, args, func(k string) string { return env[k] }, &out, &errOut, cli.Options{Functions: []asyncfn.Function{echoFn}})

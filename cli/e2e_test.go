@@ -24,10 +24,12 @@ import (
 	"testing"
 	"time"
 
+	_ "modernc.org/sqlite" // to look into a running server's file
+
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 	"github.com/asyncfn/asyncfn/sqlite"
-	_ "modernc.org/sqlite" // to look into a running server's file
 )
 
 var echoFn = asyncfn.Function{Name: "echo", Func: asyncfn.Echo}
@@ -761,15 +763,15 @@ func TestConfiguration(t *testing.T) {
 			if tc.args != nil && tc.args[0] == "--store" {
 				args = append([]string{"serve", "--addr", "127.0.0.1:0"}, tc.args...)
 			}
-			var stderr syncBuffer
+			var stderr syncbuf.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			err := cli.Main(ctx, args, func(k string) string { return tc.env[k] }, &syncBuffer{}, &stderr, cli.Options{Functions: []asyncfn.Function{echoFn}})
+			err := cli.Main(ctx, args, func(k string) string { return tc.env[k] }, &syncbuf.Buffer{}, &stderr, cli.Options{Functions: []asyncfn.Function{echoFn}})
 			cancel()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Main %v env %v = %v, want an error naming %s", tc.args, tc.env, err, tc.want)
 			}
 		}
-		if err := cli.Main(context.Background(), []string{"serve-all"}, func(string) string { return "" }, &syncBuffer{}, &syncBuffer{}, cli.Options{}); err == nil ||
+		if err := cli.Main(context.Background(), []string{"serve-all"}, func(string) string { return "" }, &syncbuf.Buffer{}, &syncbuf.Buffer{}, cli.Options{}); err == nil ||
 			!strings.Contains(err.Error(), `unknown command "serve-all"`) {
 			t.Errorf("Main of an unknown command = %v", err)
 		}
@@ -781,7 +783,7 @@ func TestConfiguration(t *testing.T) {
 			"worker":  {"--store", "--workers", "--lease", "--addr"},
 			"migrate": {"--store"},
 		} {
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			err := cli.Main(context.Background(), []string{cmd, "--help"}, func(string) string { return "" }, &stdout, &stderr, cli.Options{Functions: []asyncfn.Function{echoFn}})
 			if !errors.Is(err, flag.ErrHelp) {
 				t.Errorf("%s --help = %v, want flag.ErrHelp", cmd, err)
@@ -796,8 +798,8 @@ func TestConfiguration(t *testing.T) {
 				t.Errorf("%s --help shows no defaults or variables:\n%s", cmd, help)
 			}
 		}
-		var stderr syncBuffer
-		cli.Main(context.Background(), []string{"serve", "--help"}, func(string) string { return "" }, &syncBuffer{}, &stderr, cli.Options{})
+		var stderr syncbuf.Buffer
+		cli.Main(context.Background(), []string{"serve", "--help"}, func(string) string { return "" }, &syncbuf.Buffer{}, &stderr, cli.Options{})
 		for _, want := range []string{"default 1s; env ASYNCFN_SYNC_WAIT", "default 10s; env ASYNCFN_POLL_WAIT", "default 1000; env ASYNCFN_MAX_QUEUED",
 			"default 12h0m0s; env ASYNCFN_RETENTION", "default 10m0s; env ASYNCFN_GRACE", "default 127.0.0.1:8080; env ASYNCFN_ADDR"} {
 			if !strings.Contains(stderr.String(), want) {
@@ -812,8 +814,8 @@ func TestCommands(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	store := filepath.Join(dir, "sub", "a.db")
-	var stdout syncBuffer
-	if err := cli.Main(context.Background(), []string{"migrate", "--store", store}, func(string) string { return "" }, &stdout, &syncBuffer{}, cli.Options{}); err != nil {
+	var stdout syncbuf.Buffer
+	if err := cli.Main(context.Background(), []string{"migrate", "--store", store}, func(string) string { return "" }, &stdout, &syncbuf.Buffer{}, cli.Options{}); err != nil {
 		t.Fatalf("migrate = %v", err)
 	}
 	if !strings.Contains(stdout.String(), "is ready") {

@@ -20,25 +20,8 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's loggers and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // server is one run of cli.Main serving on a free port.
 type server struct {
@@ -46,7 +29,7 @@ type server struct {
 	URL    string
 	Store  string
 	Banner string // the first stdout line
-	Stderr *syncBuffer
+	Stderr *syncbuf.Buffer
 	client *http.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -71,7 +54,7 @@ func runMainWith(t testing.TB, args []string, env map[string]string, opts cli.Op
 	pr, pw := io.Pipe()
 	s := &server{
 		t:      t,
-		Stderr: &syncBuffer{},
+		Stderr: &syncbuf.Buffer{},
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}},
 		cancel: cancel,
 		done:   make(chan error, 1),
@@ -428,7 +411,7 @@ func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, *server) 
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

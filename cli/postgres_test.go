@@ -21,6 +21,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 	"github.com/asyncfn/asyncfn/postgres/pgtest"
 )
 
@@ -162,7 +163,7 @@ func TestPostgresMigrate(t *testing.T) {
 		t.Fatalf("no migrations found in ../postgres/migrations: %v", err)
 	}
 	migrate := func(dsn string) error {
-		var stdout, stderr syncBuffer
+		var stdout, stderr syncbuf.Buffer
 		err := cli.Main(context.Background(), []string{"migrate", "--store", dsn}, func(string) string { return "" }, &stdout, &stderr, cli.Options{})
 		if err == nil && !strings.Contains(stdout.String(), "is ready") {
 			return fmt.Errorf("migrate printed %q", stdout.String())

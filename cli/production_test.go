@@ -22,6 +22,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/cli"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 )
 
 // opsServer is one run of cli.Main serve on a free port.
@@ -29,7 +30,7 @@ type opsServer struct {
 	t          *testing.T
 	URL        string
 	MetricsURL string // set when --metrics-addr was given
-	stderr     *syncBuffer
+	stderr     *syncbuf.Buffer
 	cancel     context.CancelFunc
 	done       chan error
 }
@@ -45,7 +46,7 @@ func opsStart(t *testing.T, args []string, env map[string]string, fns ...asyncfn
 	}
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--store", filepath.Join(t.TempDir(), "a.db")}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &opsServer{t: t, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &opsServer{t: t, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	go func() {
 		err := cli.Main(ctx, args, func(k string) string { return env[k] }, pw, s.stderr, cli.Options{Functions: fns})

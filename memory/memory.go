@@ -298,33 +298,32 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, limit int) (int, error
 }
 
 func (s *Store) Stats(ctx context.Context, now time.Time) (asyncfn.Stats, error) {
+	return s.tally(now, false)
+}
+
+func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
+	st, err := s.tally(now, true)
+	return st.Queued, err
+}
+
+// tally counts by state the batches that live at now: all, or only the active ones.
+func (s *Store) tally(now time.Time, activeOnly bool) (asyncfn.Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return asyncfn.Stats{}, asyncfn.ErrClosed
 	}
+	from := s.batches
+	if activeOnly {
+		from = s.active
+	}
 	var st asyncfn.Stats
-	for _, b := range s.batches {
+	for _, b := range from {
 		if b.ExpiresAt.After(now) {
 			st.Add(b.State, 1)
 		}
 	}
 	return st, nil
-}
-
-func (s *Store) CountQueued(ctx context.Context, now time.Time) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, asyncfn.ErrClosed
-	}
-	n := 0
-	for _, b := range s.active {
-		if b.State == asyncfn.Queued && b.ExpiresAt.After(now) {
-			n++
-		}
-	}
-	return n, nil
 }
 
 func (s *Store) Ping(ctx context.Context) error {

@@ -1,7 +1,6 @@
 package process_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/asyncfn/asyncfn"
 	"github.com/asyncfn/asyncfn/caller"
+	"github.com/asyncfn/asyncfn/internal/syncbuf"
 	"github.com/asyncfn/asyncfn/process"
 )
 
@@ -56,24 +56,6 @@ const hangingShell = `while read -r line; do
   echo "{\"data\":[[0,$$]]}"
 done`
 
-// logBuffer is a log destination safe for the pool's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func needPython(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
@@ -82,7 +64,7 @@ func needPython(t testing.TB) {
 }
 
 // newPool starts a pool of the script with cfg edited by edit; it is closed at cleanup.
-func newPool(t testing.TB, script string, edit func(*process.Config)) (*process.Pool, *logBuffer) {
+func newPool(t testing.TB, script string, edit func(*process.Config)) (*process.Pool, *syncbuf.Buffer) {
 	t.Helper()
 	needPython(t)
 	cfg := process.DefaultConfig()
@@ -91,7 +73,7 @@ func newPool(t testing.TB, script string, edit func(*process.Config)) (*process.
 	if edit != nil {
 		edit(&cfg)
 	}
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	p, err := process.New(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
