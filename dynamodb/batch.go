@@ -37,22 +37,20 @@ func (s *Store) Create(ctx context.Context, b *asyncfn.Batch) (*asyncfn.Batch, e
 		return nil, asyncfn.ErrClosed
 	}
 	it := metaItem(b, shardName(shardOf(b.Key, s.shards)))
-	for _, blob := range []struct {
-		name string
-		data []byte
-		put  bool
-	}{
-		{aPayload, b.Payload, b.Payload != nil},           // nil: created claimed, its payload to come, or finished
-		{aResult, b.Result, b.State == asyncfn.Succeeded}, // stored as its first attempt left it
-	} {
-		if !blob.put {
-			continue
-		}
-		v, err := s.putBlob(ctx, pkOf(b.Key), blob.name, blob.data, ttlOf(b.ExpiresAt))
-		if err != nil {
+	put := func(blob string, data []byte) error {
+		v, err := s.putBlob(ctx, pkOf(b.Key), blob, data, ttlOf(b.ExpiresAt))
+		maps.Copy(it, v)
+		return err
+	}
+	if b.Payload != nil { // nil: created claimed, its payload to come, or finished
+		if err := put(aPayload, b.Payload); err != nil {
 			return nil, err
 		}
-		maps.Copy(it, v)
+	}
+	if b.State == asyncfn.Succeeded { // stored as its first attempt left it
+		if err := put(aResult, b.Result); err != nil {
+			return nil, err
+		}
 	}
 	cond := "attribute_not_exists(#pk) OR #expires_at <= :now"
 	// A live batch found by the failed condition may be swept before it is read: then
